@@ -1,0 +1,5 @@
+//! Command-line edge: each subcommand's arguments and its entry point. `anyhow` lives here only.
+
+pub mod admin;
+pub mod policy;
+pub mod serve;

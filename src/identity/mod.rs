@@ -1,0 +1,3 @@
+//! Who is connecting: the user CA that issues certificates and the checks that accept them.
+
+pub mod ca;

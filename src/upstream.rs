@@ -1,0 +1,1 @@
+//! SSH client to targets: vaulted keys, pinned host keys, pooled connections.
