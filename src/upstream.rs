@@ -1,1 +1,309 @@
-//! SSH client to targets: vaulted keys, pinned host keys, pooled connections.
+//! SSH client side of gatehouse: connections to targets with vaulted keys and pinned host keys.
+//!
+//! One pooled connection per (target, upstream user) carries the channels of many agents, so an
+//! agent does not pay the target's handshake and authentication on every connection. A connection
+//! carries at most `max_channels` channels at once (OpenSSH's `MaxSessions` defaults to 10); when
+//! all are busy a further connection is opened, up to [`MAX_CONNECTIONS_PER_TARGET`], and past that
+//! callers wait for a free channel. This module knows nothing of agents or policy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::TargetConfig;
+
+/// Connections kept per (target, user) at most; beyond this, channel opens wait for a free slot.
+pub const MAX_CONNECTIONS_PER_TARGET: usize = 8;
+/// How long a TCP connect + handshake + authentication to a target may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an upstream channel could not be opened. Messages are shown to agents: they name the
+/// target but never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("target {target} unreachable at {address}: {reason}")]
+    Unreachable {
+        target: String,
+        address: String,
+        reason: String,
+    },
+    #[error("target {target} presented an unpinned host key ({fingerprint}); refusing the session")]
+    HostKeyMismatch {
+        target: String,
+        fingerprint: String,
+    },
+    #[error("target {target} has no pinned host key; run `gatehouse target pin {target}`")]
+    NoPinnedKey { target: String },
+    #[error("target {target} refused gatehouse's key for user {user}")]
+    AuthRejected { target: String, user: String },
+    #[error("no vaulted key for target {target}")]
+    NoKey { target: String },
+    #[error("target {target}: {reason}")]
+    Protocol { target: String, reason: String },
+}
+
+/// The key material and pins needed to reach one target.
+#[derive(Clone)]
+pub struct TargetAccess {
+    /// The target as configured (name, address, upstream user, limits).
+    pub target: TargetConfig,
+    /// Host keys the target must present (config pins plus `gatehouse target pin` pins).
+    pub pinned: Vec<PublicKey>,
+    /// The vaulted private key; never leaves this process.
+    pub key: Arc<PrivateKey>,
+}
+
+/// An open channel on a pooled connection, with the permit that counts it against the
+/// connection's channel limit (released when this is dropped).
+pub struct UpstreamChannel {
+    /// The channel itself.
+    pub channel: russh::Channel<client::Msg>,
+    /// Held for the channel's lifetime.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// One authenticated SSH connection to a target.
+struct Connection {
+    /// russh client handle; channels are opened through it.
+    handle: client::Handle<PinnedHostKey>,
+    /// One permit per channel that may be open at once on this connection.
+    slots: Arc<Semaphore>,
+}
+
+/// The pool: (target, user) → live connections.
+#[derive(Default)]
+pub struct Pool {
+    /// Connections per (target name, upstream user); the async mutex makes connecting single-flight.
+    entries: Mutex<HashMap<(String, String), Arc<Mutex<Vec<Arc<Connection>>>>>>,
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new() -> Pool {
+        Pool::default()
+    }
+
+    /// Opens a session channel to the target, reusing a pooled connection when one has room.
+    pub async fn open_channel(&self, access: &TargetAccess) -> Result<UpstreamChannel, UpstreamError> {
+        let key = (access.target.name.clone(), access.target.user.clone());
+        let entry = {
+            let mut entries = self.entries.lock().await;
+            entries.entry(key).or_default().clone()
+        };
+        // Two attempts: a pooled connection may have died since it was last used.
+        for _ in 0..2 {
+            let (conn, permit) = {
+                let mut conns = entry.lock().await;
+                conns.retain(|c| !c.handle.is_closed());
+                let free = conns.iter().find_map(|c| {
+                    c.slots
+                        .clone()
+                        .try_acquire_owned()
+                        .ok()
+                        .map(|p| (c.clone(), p))
+                });
+                match free {
+                    Some(found) => found,
+                    None if conns.len() < MAX_CONNECTIONS_PER_TARGET => {
+                        let conn = Arc::new(connect(access).await?);
+                        conns.push(conn.clone());
+                        let permit = conn.slots.clone().try_acquire_owned().map_err(|_| {
+                            UpstreamError::Protocol {
+                                target: access.target.name.clone(),
+                                reason: "max_channels is 0".into(),
+                            }
+                        })?;
+                        (conn, permit)
+                    }
+                    None => {
+                        // Every connection is full: wait on the least recently created one.
+                        let conn = conns.first().cloned().ok_or_else(|| UpstreamError::Protocol {
+                            target: access.target.name.clone(),
+                            reason: "no connection".into(),
+                        })?;
+                        drop(conns);
+                        let permit = conn.slots.clone().acquire_owned().await.map_err(|_| {
+                            UpstreamError::Protocol {
+                                target: access.target.name.clone(),
+                                reason: "connection closed".into(),
+                            }
+                        })?;
+                        (conn, permit)
+                    }
+                }
+            };
+            match conn.handle.channel_open_session().await {
+                Ok(channel) => {
+                    return Ok(UpstreamChannel {
+                        channel,
+                        permit,
+                    })
+                }
+                Err(err) => {
+                    tracing::warn!(target_name = %access.target.name, error = %err, "upstream channel open failed; reconnecting");
+                    let _ = conn
+                        .handle
+                        .disconnect(russh::Disconnect::ByApplication, "", "")
+                        .await;
+                }
+            }
+        }
+        Err(UpstreamError::Protocol {
+            target: access.target.name.clone(),
+            reason: "could not open a channel".into(),
+        })
+    }
+
+    /// Closes every pooled connection (shutdown).
+    pub async fn close_all(&self) {
+        let entries = self.entries.lock().await;
+        for entry in entries.values() {
+            for conn in entry.lock().await.iter() {
+                let _ = conn
+                    .handle
+                    .disconnect(russh::Disconnect::ByApplication, "gatehouse shutting down", "")
+                    .await;
+            }
+        }
+    }
+}
+
+/// russh client handler that accepts only pinned host keys and remembers what it saw.
+pub struct PinnedHostKey {
+    /// Keys the server may present.
+    pinned: Vec<PublicKey>,
+    /// Where the presented key is reported (for error messages and `target pin`).
+    seen: Arc<std::sync::Mutex<Option<PublicKey>>>,
+}
+
+impl client::Handler for PinnedHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match server_public_key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            // Host certificates are not trusted by themselves: the pinned key is what counts.
+            russh::keys::PublicKeyOrCertificate::Certificate(cert) => {
+                PublicKey::new(cert.public_key().clone(), "")
+            }
+        };
+        let ok = self.pinned.iter().any(|p| p.key_data() == key.key_data());
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(key);
+        }
+        Ok(ok)
+    }
+}
+
+fn client_config() -> Arc<client::Config> {
+    Arc::new(client::Config {
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        window_size: 2 * 1024 * 1024,
+        maximum_packet_size: 32768,
+        channel_buffer_size: 64,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+/// Connects, checks the host key against the pins and authenticates with the vaulted key.
+async fn connect(access: &TargetAccess) -> Result<Connection, UpstreamError> {
+    let target = &access.target;
+    if access.pinned.is_empty() {
+        return Err(UpstreamError::NoPinnedKey {
+            target: target.name.clone(),
+        });
+    }
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let handler = PinnedHostKey {
+        pinned: access.pinned.clone(),
+        seen: seen.clone(),
+    };
+    let unreachable = |reason: String| UpstreamError::Unreachable {
+        target: target.name.clone(),
+        address: target.address.clone(),
+        reason,
+    };
+    let attempt = async {
+        let handle = client::connect(client_config(), target.address.as_str(), handler).await;
+        let mut handle = match handle {
+            Ok(h) => h,
+            Err(russh::Error::UnknownKey) => {
+                let fingerprint = seen
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.as_ref().map(|k| k.fingerprint(HashAlg::Sha256).to_string()))
+                    .unwrap_or_else(|| "unknown".into());
+                tracing::error!(target_name = %target.name, %fingerprint, "upstream host key is not pinned");
+                return Err(UpstreamError::HostKeyMismatch {
+                    target: target.name.clone(),
+                    fingerprint,
+                });
+            }
+            Err(err) => return Err(unreachable(err.to_string())),
+        };
+        let hash = handle
+            .best_supported_rsa_hash()
+            .await
+            .ok()
+            .flatten()
+            .flatten();
+        let auth = handle
+            .authenticate_publickey(
+                target.user.clone(),
+                PrivateKeyWithHashAlg::new(access.key.clone(), hash),
+            )
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if !auth.success() {
+            return Err(UpstreamError::AuthRejected {
+                target: target.name.clone(),
+                user: target.user.clone(),
+            });
+        }
+        Ok(handle)
+    };
+    let handle = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))??;
+    tracing::info!(target_name = %target.name, user = %target.user, "upstream connection established");
+    Ok(Connection {
+        handle,
+        slots: Arc::new(Semaphore::new(target.max_channels)),
+    })
+}
+
+/// Connects to `address` only to learn the host key it presents (for `gatehouse target pin`).
+pub async fn fetch_host_key(address: &str) -> Result<PublicKey, UpstreamError> {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let handler = PinnedHostKey {
+        pinned: Vec::new(),
+        seen: seen.clone(),
+    };
+    let result =
+        tokio::time::timeout(CONNECT_TIMEOUT, client::connect(client_config(), address, handler))
+            .await;
+    let key = seen.lock().ok().and_then(|s| s.clone());
+    match (key, result) {
+        (Some(key), _) => Ok(key),
+        (None, Ok(Err(err))) => Err(UpstreamError::Unreachable {
+            target: address.into(),
+            address: address.into(),
+            reason: err.to_string(),
+        }),
+        (None, _) => Err(UpstreamError::Unreachable {
+            target: address.into(),
+            address: address.into(),
+            reason: "no host key received".into(),
+        }),
+    }
+}

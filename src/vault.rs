@@ -11,6 +11,13 @@ pub enum VaultError {
     Other(String),
 }
 
+/// The master key file: `GATEHOUSE_MASTER_KEY_FILE` when set, else the configured path.
+pub fn master_key_path(config: &crate::config::VaultConfig) -> std::path::PathBuf {
+    std::env::var_os("GATEHOUSE_MASTER_KEY_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| config.master_key_file.clone())
+}
+
 /// Encrypted key storage backed by the store's `vault` tree.
 pub struct Vault {}
 

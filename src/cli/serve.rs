@@ -1,8 +1,21 @@
-//! `gatehouse serve`, `gatehouse demo` and `gatehouse target`.
+//! `gatehouse serve`, `gatehouse demo` and `gatehouse target`: assembling a gateway from its
+//! configuration and running it until SIGINT/SIGTERM.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
+use russh::keys::PublicKey;
+
+use crate::config::Config;
+use crate::gateway::{self, Gateway};
+use crate::identity::ca::{CertVerifier, Revocations};
+use crate::policy::PolicySet;
+use crate::store::Store;
+use crate::upstream::{Pool, TargetAccess};
+use crate::vault::{master_key_path, Vault};
 
 /// `gatehouse demo` options.
 #[derive(Debug, Args)]
@@ -27,19 +40,202 @@ pub struct DemoArgs {
 /// `gatehouse target ...`
 #[derive(Debug, Subcommand)]
 pub enum TargetCommand {
-    /// Fetch a target's host key and pin it in the configuration (explicit trust on first use).
+    /// Fetch a target's host key and pin it (explicit trust on first use): prints the key and
+    /// its fingerprint and adds it to DATA/pinned_host_keys.
     Pin {
         /// Target name.
         name: String,
     },
 }
 
-pub fn serve(_config: &Path) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// Pinned host keys added by `gatehouse target pin`, one `NAME KEYTYPE BASE64` line each.
+pub fn pinned_keys_path(config: &Config) -> PathBuf {
+    config.server.data_dir.join("pinned_host_keys")
 }
-pub fn demo(_args: DemoArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+
+/// Where revocations are kept.
+pub fn revocations_path(config: &Config) -> PathBuf {
+    config.server.data_dir.join("revocations")
 }
-pub fn target(_cmd: TargetCommand, _config: &Path) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Reads the pins for every target: config `host_keys` plus DATA/pinned_host_keys.
+fn pinned_keys(config: &Config) -> anyhow::Result<HashMap<String, Vec<PublicKey>>> {
+    let mut pins: HashMap<String, Vec<PublicKey>> = HashMap::new();
+    for target in &config.targets {
+        for (i, line) in target.host_keys.iter().enumerate() {
+            let key = PublicKey::from_openssh(line).with_context(|| {
+                format!(
+                    "{}: target {} host_keys[{i}] is not an OpenSSH public key",
+                    config.path.display(),
+                    target.name
+                )
+            })?;
+            pins.entry(target.name.clone()).or_default().push(key);
+        }
+    }
+    let path = pinned_keys_path(config);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, key) = line
+                .split_once(' ')
+                .with_context(|| format!("{}:{}: expected NAME KEY", path.display(), n + 1))?;
+            let key = PublicKey::from_openssh(key.trim())
+                .with_context(|| format!("{}:{}: bad public key", path.display(), n + 1))?;
+            pins.entry(name.to_string()).or_default().push(key);
+        }
+    }
+    Ok(pins)
+}
+
+/// Everything a gateway needs, loaded from its configuration and store.
+pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
+    let policies = match &config.policy_file {
+        Some(path) => PolicySet::load(path).with_context(|| "cannot load the policy file")?,
+        None => PolicySet::builtin(),
+    };
+    for target in &config.targets {
+        if policies.policy(&target.policy).is_none() {
+            anyhow::bail!(
+                "{}: target {} names policy {:?}, which the policy file does not define",
+                config.path.display(),
+                target.name,
+                target.policy
+            );
+        }
+    }
+    let mut trusted = Vec::new();
+    let ca_pub = config.ca.private_key.with_extension("pub");
+    let ca_pub_text = std::fs::read_to_string(&ca_pub)
+        .with_context(|| format!("cannot read the CA public key {}", ca_pub.display()))?;
+    trusted.push(
+        PublicKey::from_openssh(ca_pub_text.trim())
+            .with_context(|| format!("{}: not an OpenSSH public key", ca_pub.display()))?,
+    );
+    for (i, line) in config.ca.trusted_public_keys.iter().enumerate() {
+        trusted.push(PublicKey::from_openssh(line).with_context(|| {
+            format!("{}: ca.trusted_public_keys[{i}] is not an OpenSSH public key", config.path.display())
+        })?);
+    }
+    let revocations_path = revocations_path(&config);
+    let revocations = Revocations::load(&revocations_path)
+        .with_context(|| format!("cannot read {}", revocations_path.display()))?;
+
+    let vault = Vault::open(store, &master_key_path(&config.vault)).context("cannot open the vault")?;
+    let mut pins = pinned_keys(&config)?;
+    let mut access = HashMap::new();
+    for target in &config.targets {
+        let Some(key) = vault
+            .get(&target.name)
+            .with_context(|| format!("cannot read the vaulted key of target {}", target.name))?
+        else {
+            tracing::warn!(target_name = %target.name, "no vaulted key; agents cannot reach this target until `gatehouse vault put`");
+            continue;
+        };
+        access.insert(
+            target.name.clone(),
+            TargetAccess {
+                target: target.clone(),
+                pinned: pins.remove(&target.name).unwrap_or_default(),
+                key: Arc::new(key),
+            },
+        );
+    }
+    let host_key = gateway::load_or_create_host_key(&config.server.data_dir)?;
+    let auth_failures = gateway::ratelimit::AuthFailures::new(config.server.max_auth_failures_per_minute);
+    Ok(Gateway {
+        verifier: CertVerifier::new(trusted),
+        revocations: std::sync::Mutex::new(revocations),
+        revocations_path,
+        policies,
+        access,
+        pool: Pool::new(),
+        auth_failures,
+        host_key,
+        config,
+    })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+/// `gatehouse serve`.
+pub fn serve(config_path: &Path) -> anyhow::Result<i32> {
+    let config = Config::load(config_path)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let store = Store::open(&config.server.data_dir)?;
+        let addr = config.server.ssh_listen;
+        let gateway = Arc::new(build_gateway(config, &store)?);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(%addr, "gatehouse listening");
+        gateway.serve(listener, shutdown_signal()).await?;
+        tracing::info!("gatehouse stopped");
+        Ok(0)
+    })
+}
+
+/// `gatehouse demo`.
+pub fn demo(args: DemoArgs) -> anyhow::Result<i32> {
+    let rt = runtime()?;
+    rt.block_on(crate::demo::run(args))
+}
+
+/// `gatehouse target ...`.
+pub fn target(cmd: TargetCommand, config_path: &Path) -> anyhow::Result<i32> {
+    let config = Config::load(config_path)?;
+    match cmd {
+        TargetCommand::Pin { name } => {
+            let target = config
+                .target(&name)
+                .with_context(|| format!("no target named {name:?} in {}", config.path.display()))?;
+            let rt = runtime()?;
+            let key = rt.block_on(crate::upstream::fetch_host_key(&target.address))?;
+            let line = key.to_openssh().context("cannot encode the host key")?;
+            let fingerprint = key.fingerprint(russh::keys::HashAlg::Sha256);
+            let path = pinned_keys_path(&config);
+            std::fs::create_dir_all(&config.server.data_dir)?;
+            let mut existing = std::fs::read_to_string(&path).unwrap_or_default();
+            let entry = format!("{name} {line}");
+            if existing.lines().any(|l| l.trim() == entry) {
+                println!("already pinned: {name} {fingerprint}");
+                return Ok(0);
+            }
+            existing.push_str(&entry);
+            existing.push('\n');
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, existing)?;
+            std::fs::rename(&tmp, &path)?;
+            println!("pinned {name} at {}: {fingerprint}\n{line}", target.address);
+            println!("compare this fingerprint with the target's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on it)");
+            Ok(0)
+        }
+    }
 }

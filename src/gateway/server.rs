@@ -1,0 +1,443 @@
+//! The russh server handler: authentication and request replies, kept thin.
+//!
+//! Every callback answers at once; anything that waits (policy holds, upstream connects, data)
+//! happens in the per-channel task started by `channel_open_session`. Refusals are logged with
+//! the reason, never with key material.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::{Certificate, PrivateKey};
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use tracing::Instrument;
+
+use super::channel::{self, ChannelContext};
+use super::{env_allowed, Gateway, MAX_CHANNELS_PER_CONNECTION};
+use crate::identity::ca::CertIdentity;
+
+/// Distinguishes one agent connection in logs and recordings; never confused with a channel id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn random() -> SessionId {
+        SessionId(rand::random())
+    }
+}
+
+/// The russh server configuration gatehouse runs with.
+pub fn russh_config(host_key: &PrivateKey) -> russh::server::Config {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    russh::server::Config {
+        methods,
+        keys: vec![host_key.clone()],
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::from_millis(0)),
+        max_auth_attempts: 6,
+        inactivity_timeout: Some(Duration::from_secs(3600)),
+        keepalive_interval: Some(Duration::from_secs(60)),
+        window_size: 2 * 1024 * 1024,
+        maximum_packet_size: 32768,
+        channel_buffer_size: 64,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Hands each accepted TCP connection a fresh [`ConnectionHandler`].
+pub struct Acceptor {
+    /// Shared gateway state.
+    gateway: Arc<Gateway>,
+    /// Connections currently open (bounded by [`super::MAX_CONNECTIONS`]).
+    open: Arc<AtomicUsize>,
+}
+
+impl Acceptor {
+    /// An acceptor for this gateway.
+    pub fn new(gateway: Arc<Gateway>) -> Acceptor {
+        Acceptor {
+            gateway,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl russh::server::Server for Acceptor {
+    type Handler = ConnectionHandler;
+
+    fn new_client(&mut self, peer: Option<SocketAddr>) -> ConnectionHandler {
+        let session_id = SessionId::random();
+        let over_limit = self.open.fetch_add(1, Ordering::SeqCst) >= super::MAX_CONNECTIONS;
+        let span = tracing::info_span!(
+            "connection",
+            session_id = %session_id,
+            peer = ?peer,
+            identity = tracing::field::Empty,
+            target = tracing::field::Empty,
+        );
+        ConnectionHandler {
+            gateway: self.gateway.clone(),
+            peer,
+            session_id,
+            authenticated: None,
+            channels: Arc::new(AtomicUsize::new(0)),
+            open: self.open.clone(),
+            over_limit,
+            span,
+        }
+    }
+
+    fn handle_session_error(&mut self, error: russh::Error) {
+        tracing::debug!(%error, "agent connection ended with an error");
+    }
+}
+
+/// Who an authenticated connection belongs to and where it goes.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The verified certificate identity.
+    pub identity: CertIdentity,
+    /// The target named by the login name.
+    pub target: String,
+}
+
+/// One agent connection.
+pub struct ConnectionHandler {
+    /// Shared gateway state.
+    gateway: Arc<Gateway>,
+    /// The agent's address (for `source-address`, rate limiting and logs).
+    peer: Option<SocketAddr>,
+    /// This connection's id.
+    session_id: SessionId,
+    /// Set once a certificate has been accepted.
+    authenticated: Option<Authenticated>,
+    /// Open session channels, bounded by [`MAX_CHANNELS_PER_CONNECTION`].
+    channels: Arc<AtomicUsize>,
+    /// Connections open gateway-wide; decremented on drop.
+    open: Arc<AtomicUsize>,
+    /// Set when the gateway was already at [`super::MAX_CONNECTIONS`]: everything is refused.
+    over_limit: bool,
+    /// Carries identity, target and session id into every log line of this connection.
+    span: tracing::Span,
+}
+
+impl Drop for ConnectionHandler {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ConnectionHandler {
+    fn fail(&self, user: &str, reason: &str) -> Auth {
+        let count = self
+            .peer
+            .map(|p| self.gateway.auth_failures.record(p.ip()))
+            .unwrap_or(0);
+        self.span.in_scope(|| {
+            tracing::warn!(login = %user, %reason, failures_this_minute = count, "authentication refused")
+        });
+        Auth::reject()
+    }
+
+    fn blocked(&self) -> bool {
+        self.over_limit
+            || self
+                .peer
+                .map(|p| self.gateway.auth_failures.is_blocked(p.ip()))
+                .unwrap_or(false)
+    }
+
+    fn refuse_request(&self, what: &str) {
+        self.span
+            .in_scope(|| tracing::warn!(request = what, "request refused"));
+    }
+}
+
+impl russh::server::Handler for ConnectionHandler {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        _offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // An offer only lets the client go on to prove possession with a signature; it never
+        // authenticates by itself (see GHSA-3cjp-w4cp-m9c8). The decision happens in
+        // `auth_openssh_certificate` once russh has verified the signature.
+        if self.blocked() {
+            self.span.in_scope(|| {
+                tracing::warn!(login = %user, "authentication refused: too many failures from this address")
+            });
+            return Ok(Auth::reject());
+        }
+        Ok(Auth::Accept)
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        _key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.fail(user, "plain public key: only certificates from the gatehouse CA are accepted"))
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        if self.blocked() {
+            return Ok(self.fail(user, "too many failures from this address"));
+        }
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let identity = {
+            let revocations = match self.gateway.revocations.lock() {
+                Ok(mut r) => {
+                    r.reload_if_changed(&self.gateway.revocations_path);
+                    r.clone()
+                }
+                // Fail closed: without a readable revocation list nobody gets in.
+                Err(_) => return Ok(self.fail(user, "revocation list unavailable")),
+            };
+            match self.gateway.verifier.verify(
+                certificate,
+                now,
+                self.peer.map(|p| p.ip()),
+                &revocations,
+            ) {
+                Ok(identity) => identity,
+                Err(rejection) => return Ok(self.fail(user, &rejection.to_string())),
+            }
+        };
+        // An unknown target and a missing grant are refused alike, so that login names cannot
+        // be used to enumerate targets; only the log tells them apart.
+        if self.gateway.config.target(user).is_none() {
+            return Ok(self.fail(user, &format!("identity {}: unknown target", identity.identity)));
+        }
+        if !self.gateway.config.granted(&identity.principals, user) {
+            return Ok(self.fail(
+                user,
+                &format!("identity {}: no grant for this target", identity.identity),
+            ));
+        }
+        if !self.gateway.access.contains_key(user) {
+            return Ok(self.fail(user, "target has no vaulted key"));
+        }
+        self.span.record("identity", identity.identity.as_str());
+        self.span.record("target", user);
+        self.span.in_scope(|| {
+            tracing::info!(serial = identity.serial, principals = ?identity.principals, "agent authenticated")
+        });
+        self.authenticated = Some(Authenticated {
+            identity,
+            target: user.to_string(),
+        });
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(auth) = self.authenticated.clone() else {
+            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        let Some(access) = self.gateway.access.get(&auth.target).cloned() else {
+            reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        if self.channels.fetch_add(1, Ordering::SeqCst) >= MAX_CHANNELS_PER_CONNECTION {
+            self.channels.fetch_sub(1, Ordering::SeqCst);
+            self.refuse_request("session channel beyond the per-connection limit");
+            reply.reject(russh::ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        let ctx = ChannelContext {
+            gateway: self.gateway.clone(),
+            identity: auth.identity,
+            access,
+            session_id: self.session_id,
+            peer: self.peer,
+            handle: session.handle(),
+        };
+        let channels = self.channels.clone();
+        tokio::spawn(
+            async move {
+                channel::run(ctx, channel).await;
+                channels.fetch_sub(1, Ordering::SeqCst);
+            }
+            .instrument(self.span.clone()),
+        );
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.span.in_scope(|| {
+            tracing::warn!(host = host_to_connect, port = port_to_connect, "port forwarding (direct-tcpip) refused")
+        });
+        reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_request("unix socket forwarding (direct-streamlocal)");
+        reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.span.in_scope(|| {
+            tracing::warn!(address, port = *port, "remote port forwarding (tcpip-forward) refused")
+        });
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        _socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_request("remote unix socket forwarding");
+        Ok(false)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_request("agent forwarding");
+        Ok(false)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_request("X11 forwarding");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The value is never logged: agents put tokens in environment variables.
+        if env_allowed(variable_name) {
+            session.channel_success(channel)?;
+        } else {
+            self.span.in_scope(|| {
+                tracing::warn!(variable = variable_name, "environment variable refused")
+            });
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The pty is requested upstream by the channel task, for the exec it allows.
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Accepted as a request; the channel task decides on the command line and reports a
+        // refusal on stderr with exit status 126, as the contract says.
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_request("interactive shell");
+        session.extended_data(
+            channel,
+            1,
+            &b"gatehouse: interactive shells are not available on this bastion yet; run one command per exec (ssh HOST 'CMD')\r\n"[..],
+        )?;
+        session.channel_failure(channel)?;
+        session.close(channel)?;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.span
+            .in_scope(|| tracing::warn!(subsystem = name, "subsystem refused"));
+        session.extended_data(
+            channel,
+            1,
+            format!("gatehouse: subsystem {name:?} is not available on this bastion; scp works as exec (scp -O)\r\n").into_bytes(),
+        )?;
+        session.channel_failure(channel)?;
+        session.close(channel)?;
+        Ok(())
+    }
+}
