@@ -92,7 +92,7 @@ impl DemoSshd {
              AuthorizedKeysFile {auth}\nAllowUsers {user}\nPubkeyAuthentication yes\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
              PermitRootLogin prohibit-password\nMaxSessions 64\nMaxStartups 64:30:128\n\
-             AllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nLogLevel ERROR\n\
+             AcceptEnv LANG LC_* TERM GATEHOUSE_APPROVAL\nAllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nLogLevel ERROR\n\
              Subsystem sftp internal-sftp\n",
             host = host_files.private.display(),
             pid = sshd_dir.join("sshd.pid").display(),

@@ -1,0 +1,155 @@
+//! Test fixtures: a running `gatehouse demo` (real OpenSSH sshd as target) driven by the real
+//! OpenSSH client. Each fixture uses its own temp directory and free loopback ports and stops
+//! everything it started when dropped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+/// Whether the machine can run the end-to-end tests (OpenSSH server and client present).
+pub fn have_openssh() -> bool {
+    Path::new("/usr/sbin/sshd").exists() && Command::new("ssh").arg("-V").output().is_ok()
+}
+
+/// Fails loudly when OpenSSH is missing: the test command installs it, so a missing sshd is a
+/// broken setup, not a reason to skip.
+pub fn require_openssh() {
+    assert!(
+        have_openssh(),
+        "OpenSSH server/client missing: run the README test command, which installs them"
+    );
+}
+
+/// A running `gatehouse demo`.
+pub struct Demo {
+    pub dir: tempfile::TempDir,
+    child: Child,
+    /// Everything the demo printed on stdout up to "ready".
+    pub banner: String,
+}
+
+impl Demo {
+    pub fn start() -> Demo {
+        require_openssh();
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-test-")
+            .tempdir()
+            .expect("tempdir");
+        let mut child = Command::new(BIN)
+            .arg("demo")
+            .arg("--dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().with_extension("log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("start gatehouse demo");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut banner = String::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                banner.push_str(&line);
+                banner.push('\n');
+                if line.contains("gatehouse demo ready") {
+                    let _ = tx.send(banner.clone());
+                }
+            }
+        });
+        let banner = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.path().with_extension("log")).unwrap_or_default();
+                panic!("gatehouse demo did not become ready; its log:\n{log}");
+            }
+        };
+        Demo { dir, child, banner }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn ssh_config(&self) -> PathBuf {
+        self.path().join("ssh_config")
+    }
+
+    /// The gateway's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().with_extension("log")).unwrap_or_default()
+    }
+
+    /// `ssh -F DIR/ssh_config -o BatchMode=yes [extra] HOST CMD`.
+    pub fn ssh(&self, host: &str, extra: &[&str], command: &str) -> Output {
+        self.ssh_cmd(host, extra, command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
+    }
+
+    pub fn ssh_cmd(&self, host: &str, extra: &[&str], command: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-F")
+            .arg(self.ssh_config())
+            .arg("-o")
+            .arg("BatchMode=yes")
+            .args(extra)
+            .arg(host)
+            .arg(command);
+        cmd
+    }
+
+    /// Stops the demo with SIGTERM and returns its exit status within 15 s.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&mut self.child)
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            terminate(&mut self.child);
+        }
+        let _ = std::fs::remove_file(self.dir.path().with_extension("log"));
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs the gatehouse binary with arguments.
+pub fn gatehouse(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run gatehouse")
+}

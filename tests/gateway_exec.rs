@@ -1,0 +1,166 @@
+//! End to end through gatehouse: real OpenSSH `ssh` → gatehouse → real OpenSSH `sshd`.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use common::{stderr, stdout, Demo};
+
+#[test]
+fn allowed_exec_returns_target_output_and_status_unchanged() {
+    let demo = Demo::start();
+    let cmd = "printf 'out\\n'; printf 'err\\n' >&2; exit 3";
+    let via = demo.ssh("demo", &[], cmd);
+    let direct = demo.ssh("demo-direct", &[], cmd);
+    assert_eq!(stdout(&via), "out\n", "stderr: {}", stderr(&via));
+    assert_eq!(stderr(&via), "err\n");
+    assert_eq!(via.status.code(), Some(3));
+    assert_eq!(via.stdout, direct.stdout);
+    assert_eq!(via.stderr, direct.stderr);
+    assert_eq!(via.status.code(), direct.status.code());
+}
+
+#[test]
+fn killed_command_reports_the_same_as_direct() {
+    let demo = Demo::start();
+    let cmd = "kill -TERM $$";
+    let via = demo.ssh("demo", &[], cmd);
+    let direct = demo.ssh("demo-direct", &[], cmd);
+    assert_eq!(via.status.code(), direct.status.code(), "via stderr: {}", stderr(&via));
+    assert_ne!(via.status.code(), Some(0));
+}
+
+#[test]
+fn denied_command_gets_126_and_one_line_and_never_runs() {
+    let demo = Demo::start();
+    let marker = demo.path().join("denied-marker");
+    let cmd = format!("touch {}; mkfs.ext4 /dev/gatehouse-test-nonexistent", marker.display());
+    let out = demo.ssh("demo", &[], &cmd);
+    assert_eq!(out.status.code(), Some(126), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("gatehouse: denied by rule "), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    assert!(stdout(&out).is_empty());
+    assert!(!marker.exists(), "the denied line ran upstream");
+}
+
+#[test]
+fn held_command_is_refused_until_approvals_exist() {
+    let demo = Demo::start();
+    let marker = demo.path().join("held-marker");
+    let cmd = format!("touch {} && systemctl restart gatehouse-test-nonexistent", marker.display());
+    let out = demo.ssh("demo", &[], &cmd);
+    assert_eq!(out.status.code(), Some(126), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).starts_with("gatehouse: held by rule "), "{}", stderr(&out));
+    assert!(!marker.exists());
+}
+
+#[test]
+fn stdin_is_bridged_and_eof_forwarded() {
+    let demo = Demo::start();
+    let mut child = demo
+        .ssh_cmd("demo", &[], "wc -c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&[b'x'; 100_000]).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out).trim(), "100000");
+    assert!(out.status.success());
+}
+
+#[test]
+fn fifty_megabytes_through_cat_both_ways_keep_their_checksum() {
+    let demo = Demo::start();
+    let data_path = demo.path().join("blob");
+    let mut data = Vec::with_capacity(50 * 1024 * 1024);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    while data.len() < 50 * 1024 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&data_path, &data).unwrap();
+    let out = demo
+        .ssh_cmd("demo", &[], "cat")
+        .stdin(std::fs::File::open(&data_path).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "bytes differ after the round trip");
+}
+
+#[test]
+fn shell_and_subsystem_requests_are_refused() {
+    let demo = Demo::start();
+    let shell = demo
+        .ssh_cmd("demo", &["-T"], "")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // `ssh HOST ''` sends a shell request.
+    assert_ne!(shell.status.code(), Some(0));
+    assert!(stderr(&shell).contains("gatehouse: interactive shells are not available"), "{}", stderr(&shell));
+
+    let sftp = std::process::Command::new("sftp")
+        .arg("-F")
+        .arg(demo.ssh_config())
+        .arg("-b")
+        .arg("-")
+        .arg("demo")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(sftp.status.code(), Some(0));
+}
+
+#[test]
+fn forwarding_is_refused() {
+    let demo = Demo::start();
+    // -W opens a direct-tcpip channel at once.
+    let out = demo.ssh("demo", &["-W", "127.0.0.1:9"], "");
+    assert_ne!(out.status.code(), Some(0));
+    let remote = demo.ssh(
+        "demo",
+        &["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"],
+        "true",
+    );
+    assert_ne!(remote.status.code(), Some(0), "remote forward was accepted");
+    let log = demo.log();
+    assert!(log.contains("direct-tcpip"), "{log}");
+    assert!(log.contains("tcpip-forward"), "{log}");
+}
+
+#[test]
+fn environment_is_filtered() {
+    let demo = Demo::start();
+    let out = demo.ssh(
+        "demo",
+        &["-o", "SetEnv=GATEHOUSE_TEST_SECRET=leak LC_GATEHOUSE=ok"],
+        "echo \"[$GATEHOUSE_TEST_SECRET][$LC_GATEHOUSE]\"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "[][ok]");
+    assert!(demo.log().contains("GATEHOUSE_TEST_SECRET"));
+    assert!(!demo.log().contains("leak"), "an env value reached the log");
+}
+
+#[test]
+fn demo_stops_cleanly_with_its_sshd() {
+    let demo = Demo::start();
+    let pid_file = demo.path().join("sshd/sshd.pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let pid = pid.trim().to_string();
+    let dir = demo.path().to_path_buf();
+    let status = demo.stop();
+    assert!(status.success(), "demo exit: {status:?}");
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(!alive, "demo sshd {pid} still running");
+    drop(dir);
+}

@@ -1,0 +1,155 @@
+"""Fixtures: a running `gatehouse demo` (real OpenSSH sshd as its target) for paramiko agents."""
+
+import base64
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+BIN = os.environ.get("GATEHOUSE_BIN") or str(
+    Path(__file__).resolve().parents[2] / "target" / "debug" / "gatehouse"
+)
+
+
+class Demo:
+    """A `gatehouse demo` process and the files it wrote."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="gatehouse-py-"))
+        self.log_path = self.dir.with_suffix(".log")
+        self.proc = subprocess.Popen(
+            [BIN, "demo", "--dir", str(self.dir)],
+            stdout=subprocess.PIPE,
+            stderr=open(self.log_path, "wb"),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "RUST_LOG": "info"},
+        )
+        banner = b""
+        deadline = time.time() + 60
+        while b"gatehouse demo ready" not in banner:
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("demo did not start: " + self.log())
+            ready, _, _ = select.select([self.proc.stdout], [], [], 1)
+            if ready:
+                banner += os.read(self.proc.stdout.fileno(), 4096)
+        self.banner = banner.decode()
+        cfg = (self.dir / "ssh_config").read_text()
+        self.port = int(re.search(r"Host demo\n(?:  .*\n)*?  Port (\d+)", cfg).group(1))
+        self.direct_port = int(
+            re.search(r"Host demo-direct\n(?:  .*\n)*?  Port (\d+)", cfg).group(1)
+        )
+        self.direct_user = re.search(r"Host demo-direct\n  User (\S+)", cfg).group(1)
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def agent_key(self):
+        key = paramiko.Ed25519Key.from_private_key_file(str(self.dir / "keys" / "agent"))
+        key.load_certificate(str(self.dir / "keys" / "agent-cert.pub"))
+        return key
+
+    def host_keys(self, client):
+        """Trust exactly the keys the demo wrote to DIR/known_hosts."""
+        for line in (self.dir / "known_hosts").read_text().splitlines():
+            alias, kind, blob = line.split()[:3]
+            key = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+            port = self.port if alias == "gatehouse" else self.direct_port
+            client.get_host_keys().add(f"[127.0.0.1]:{port}", kind, key)
+
+    def connect(self, target="demo", key=None, nodelay=False):
+        """A paramiko client logged in to `target` through gatehouse."""
+        client = paramiko.SSHClient()
+        self.host_keys(client)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(
+            "127.0.0.1",
+            port=self.port,
+            username=target,
+            pkey=key or self.agent_key(),
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=20,
+            banner_timeout=20,
+            auth_timeout=20,
+        )
+        if nodelay:
+            client.get_transport().sock.setsockopt(6, 1, 1)
+        return client
+
+    def connect_direct(self, nodelay=False):
+        """A paramiko client straight to the demo sshd with the target's own key."""
+        client = paramiko.SSHClient()
+        self.host_keys(client)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(
+            "127.0.0.1",
+            port=self.direct_port,
+            username=self.direct_user,
+            pkey=paramiko.Ed25519Key.from_private_key_file(str(self.dir / "keys" / "target_key")),
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=20,
+        )
+        if nodelay:
+            client.get_transport().sock.setsockopt(6, 1, 1)
+        return client
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.log_path.unlink()
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def demo():
+    d = Demo()
+    yield d
+    d.stop()
+
+
+def run(client, command, stdin=b"", timeout=60):
+    """Runs one exec; returns (stdout, stderr, exit status)."""
+    chan = client.get_transport().open_session(timeout=timeout)
+    chan.settimeout(timeout)
+    chan.exec_command(command)
+    if stdin:
+        chan.sendall(stdin)
+    chan.shutdown_write()
+    out, err = b"", b""
+    while True:
+        if chan.recv_ready():
+            out += chan.recv(65536)
+        elif chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            break
+        else:
+            time.sleep(0.001)
+    while chan.recv_ready():
+        out += chan.recv(65536)
+    while chan.recv_stderr_ready():
+        err += chan.recv_stderr(65536)
+    status = chan.recv_exit_status()
+    chan.close()
+    return out, err, status

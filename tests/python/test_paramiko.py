@@ -1,0 +1,119 @@
+"""paramiko as the agent: exec, refusals, refused requests, concurrency."""
+
+import concurrent.futures
+import socket
+import time
+
+import paramiko
+import pytest
+
+from conftest import run
+
+
+def test_exec_output_and_status(demo):
+    client = demo.connect()
+    out, err, status = run(client, "printf hello; printf oops >&2; exit 7")
+    assert (out, err, status) == (b"hello", b"oops", 7)
+    client.close()
+
+
+def test_denied_command_exit_126_with_rule(demo):
+    client = demo.connect()
+    marker = demo.dir / "paramiko-denied"
+    out, err, status = run(client, f"touch {marker}; mkfs.ext4 /dev/gatehouse-test-nonexistent")
+    assert status == 126
+    assert err.decode().startswith("gatehouse: denied by rule ")
+    assert err.count(b"\n") == 1
+    assert out == b""
+    assert not marker.exists()
+    client.close()
+
+
+def test_many_channels_on_one_connection(demo):
+    client = demo.connect()
+    for i in range(20):
+        out, _, status = run(client, f"echo {i}")
+        assert (out, status) == (f"{i}\n".encode(), 0)
+    client.close()
+
+
+def test_hundred_concurrent_agents_twenty_execs_each(demo):
+    def agent(n):
+        client = demo.connect()
+        try:
+            for i in range(20):
+                out, err, status = run(client, f"echo {n}-{i}")
+                assert status == 0, err
+                assert out == f"{n}-{i}\n".encode()
+        finally:
+            client.close()
+        return n
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=100) as pool:
+        done = sorted(pool.map(agent, range(100)))
+    assert done == list(range(100))
+
+
+def test_forwarding_agent_and_x11_are_refused(demo):
+    client = demo.connect()
+    transport = client.get_transport()
+    with pytest.raises(paramiko.ChannelException):
+        transport.open_channel("direct-tcpip", ("127.0.0.1", 9), ("127.0.0.1", 0), timeout=10)
+    with pytest.raises(paramiko.SSHException):
+        transport.request_port_forward("127.0.0.1", 0)
+    chan = transport.open_session()
+    with pytest.raises(paramiko.SSHException):
+        chan.request_x11()
+    chan.close()
+    chan = transport.open_session()
+    chan.settimeout(10)
+    # paramiko sends auth-agent-req without waiting; the refusal shows in gatehouse's log.
+    paramiko.agent.AgentRequestHandler(chan)
+    chan.exec_command("echo still-fine")
+    assert chan.recv(100) == b"still-fine\n"
+    chan.close()
+    client.close()
+    log = demo.log()
+    assert "agent forwarding" in log
+    assert "X11 forwarding" in log
+
+
+def test_invoke_shell_is_refused(demo):
+    client = demo.connect()
+    chan = client.get_transport().open_session()
+    chan.get_pty()
+    with pytest.raises(paramiko.SSHException):
+        chan.invoke_shell()
+    client.close()
+
+
+def test_public_key_offer_alone_never_authenticates(demo):
+    """GHSA-3cjp-w4cp-m9c8: an offer (no signature) answered with PK_OK must not log anyone in."""
+    sock = socket.create_connection(("127.0.0.1", demo.port), timeout=10)
+    transport = paramiko.Transport(sock)
+    transport.start_client(timeout=10)
+    key = demo.agent_key()
+    # Send an unsigned publickey request by hand: service request, then USERAUTH_REQUEST with
+    # the "has signature" flag false.
+    from paramiko.common import MSG_SERVICE_REQUEST, MSG_USERAUTH_REQUEST
+    from paramiko.message import Message
+
+    m = Message()
+    m.add_byte(bytes([MSG_SERVICE_REQUEST]))
+    m.add_string("ssh-userauth")
+    transport._send_message(m)
+    time.sleep(0.3)
+    m = Message()
+    m.add_byte(bytes([MSG_USERAUTH_REQUEST]))
+    m.add_string("demo")
+    m.add_string("ssh-connection")
+    m.add_string("publickey")
+    m.add_boolean(False)
+    m.add_string(key.public_blob.key_type)
+    m.add_string(key.public_blob.key_blob)
+    transport._send_message(m)
+    time.sleep(0.5)
+    assert not transport.is_authenticated()
+    with pytest.raises(paramiko.SSHException):
+        transport.open_session(timeout=5)
+    transport.close()
