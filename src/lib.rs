@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod identity;
 pub mod logging;
 pub mod policy;
+pub mod secret_file;
 pub mod store;
 pub mod upstream;
 pub mod vault;
