@@ -76,7 +76,13 @@ pub enum VaultError {
 /// Where the master key file is: `GATEHOUSE_MASTER_KEY_FILE` if set and non-empty, else the
 /// configured `vault.master_key_file`.
 pub fn master_key_path(config: &VaultConfig) -> PathBuf {
-    match std::env::var_os(MASTER_KEY_ENV) {
+    choose_master_key_path(config, std::env::var_os(MASTER_KEY_ENV))
+}
+
+/// [`master_key_path`] with the environment value passed in (tests must not mutate the
+/// process environment other tests read).
+fn choose_master_key_path(config: &VaultConfig, env: Option<std::ffi::OsString>) -> PathBuf {
+    match env {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => config.master_key_file.clone(),
     }
@@ -419,12 +425,9 @@ mod tests {
         let config = VaultConfig {
             master_key_file: PathBuf::from("/configured"),
         };
-        // Only this test touches the variable.
-        std::env::set_var(MASTER_KEY_ENV, "/from/env");
-        assert_eq!(master_key_path(&config), PathBuf::from("/from/env"));
-        std::env::set_var(MASTER_KEY_ENV, "");
-        assert_eq!(master_key_path(&config), PathBuf::from("/configured"));
-        std::env::remove_var(MASTER_KEY_ENV);
-        assert_eq!(master_key_path(&config), PathBuf::from("/configured"));
+        let choose = |env: Option<&str>| choose_master_key_path(&config, env.map(Into::into));
+        assert_eq!(choose(Some("/from/env")), PathBuf::from("/from/env"));
+        assert_eq!(choose(Some("")), PathBuf::from("/configured"));
+        assert_eq!(choose(None), PathBuf::from("/configured"));
     }
 }
