@@ -46,10 +46,10 @@ const CHECK_PLAINTEXT: &[u8] = b"gatehouse vault master key check";
 /// Vault errors (never carrying key material).
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: already exists; refusing to overwrite the master key (every stored key would be lost)")]
     Exists { path: PathBuf },
@@ -111,7 +111,7 @@ impl Vault {
             },
             _ => VaultError::Io {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             },
         };
         if path.symlink_metadata().is_ok() {
@@ -129,7 +129,7 @@ impl Vault {
         let bytes =
             secret_file::read_private(master_key_file).map_err(|source| VaultError::Io {
                 path: master_key_file.to_path_buf(),
-                source,
+                error: source,
             })?;
         if bytes.len() != MASTER_KEY_LEN {
             return Err(VaultError::MasterKeyLength {
@@ -222,7 +222,7 @@ impl Vault {
     fn seal(&self, target: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
         let nonce = secret_file::random_bytes::<NONCE_LEN>().map_err(|source| VaultError::Io {
             path: PathBuf::from("/dev/urandom"),
-            source,
+            error: source,
         })?;
         let aad = associated_data(target);
         let ciphertext = self

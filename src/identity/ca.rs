@@ -37,10 +37,10 @@ const SOURCE_ADDRESS: &str = "source-address";
 /// Errors from the CA (never carrying key material).
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: already exists; refusing to overwrite it (move it away first)")]
     Exists { path: PathBuf },
@@ -196,7 +196,7 @@ impl UserCa {
         }
         let io = |p: &Path| {
             let path = p.to_path_buf();
-            move |source| CaError::Io { path, source }
+            move |error| CaError::Io { path, error }
         };
         // The seed comes from the OS generator; ssh-key's `PrivateKey::random` wants the
         // rand_core 0.10 traits, which the rest of the crate does not use.
@@ -216,7 +216,7 @@ impl UserCa {
                 },
                 _ => CaError::Io {
                     path: path.to_path_buf(),
-                    source,
+                    error: source,
                 },
             },
         )?;
@@ -237,7 +237,7 @@ impl UserCa {
     pub fn load(path: &Path) -> Result<UserCa, CaError> {
         let bytes = secret_file::read_private(path).map_err(|source| CaError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         let key = PrivateKey::from_openssh(&*bytes).map_err(|e| CaError::BadKey {
             path: path.to_path_buf(),

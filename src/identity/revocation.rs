@@ -59,7 +59,7 @@ impl Revocations {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Revocations::default()),
             Err(source) => Err(CaError::Io {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             }),
         }
     }
@@ -124,7 +124,7 @@ impl Revocations {
         }
         let io = |source| CaError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         };
         let mut text = match std::fs::read_to_string(path) {
             Ok(text) => text,
@@ -238,7 +238,7 @@ fn stamp(path: &Path) -> Result<Option<Stamp>, CaError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(CaError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }),
     }
 }
