@@ -12,10 +12,10 @@ use serde::Deserialize;
 /// Errors found while loading a configuration file. Each names the file and, where known, the line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}:{line}: {message}")]
     Invalid {
@@ -106,7 +106,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         Self::from_toml(&text, path)
     }
@@ -115,12 +115,10 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: raw::File = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            line: e
-                .span()
-                .map(|s| line_of(text, s.start))
-                .unwrap_or(0),
-            message: e.message().to_string(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
+            message: e.message().trim_end().to_string(),
         })?;
+        let check = Checker { text, path };
         let base = path
             .parent()
             .map(Path::to_path_buf)
@@ -144,33 +142,110 @@ impl Config {
             recordings_dir: resolve(&raw.server.recordings_dir),
             max_auth_failures_per_minute: raw.server.max_auth_failures_per_minute,
         };
+        let mut trusted_public_keys = Vec::new();
+        for (i, key) in raw.ca.trusted_public_keys.into_iter().enumerate() {
+            check.public_key(&key, &format!("ca.trusted_public_keys[{i}]"))?;
+            trusted_public_keys.push(key.into_inner());
+        }
         let ca = CaConfig {
             private_key: resolve(&raw.ca.private_key),
-            trusted_public_keys: raw.ca.trusted_public_keys,
+            trusted_public_keys,
         };
         let vault = VaultConfig {
             master_key_file: resolve(&raw.vault.master_key_file),
         };
-        let targets = raw
-            .targets
-            .into_iter()
-            .map(|t| TargetConfig {
-                name: t.name,
-                address: t.address,
-                user: t.user,
-                host_keys: t.host_keys,
-                policy: t.policy,
-                max_channels: t.max_channels,
-            })
-            .collect();
-        let grants = raw
-            .grants
-            .into_iter()
-            .map(|g| GrantConfig {
-                principals: g.principals,
-                targets: g.targets,
-            })
-            .collect();
+        let mut targets: Vec<TargetConfig> = Vec::new();
+        for (i, t) in raw.targets.into_iter().enumerate() {
+            let table = t.span();
+            let t = t.into_inner();
+            let key = |field: &str| format!("targets[{i}].{field}");
+            if !is_target_name(t.name.get_ref()) {
+                return Err(check.invalid(
+                    &t.name,
+                    &key("name"),
+                    "must match ^[a-z0-9][a-z0-9._-]{0,63}$ (it is the SSH login name)",
+                ));
+            }
+            if targets.iter().any(|seen| seen.name == *t.name.get_ref()) {
+                return Err(check.invalid(&t.name, &key("name"), "duplicate target name"));
+            }
+            if let Err(why) = check_address(t.address.get_ref()) {
+                return Err(check.invalid(&t.address, &key("address"), &why));
+            }
+            let user = t.user.get_ref();
+            if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(check.invalid(
+                    &t.user,
+                    &key("user"),
+                    "must be a non-empty account name without spaces",
+                ));
+            }
+            for (j, host_key) in t.host_keys.iter().enumerate() {
+                check.public_key(host_key, &key(&format!("host_keys[{j}]")))?;
+            }
+            let policy = t
+                .policy
+                .unwrap_or_else(|| toml::Spanned::new(table.clone(), raw::default_policy()));
+            if policy.get_ref().trim().is_empty() {
+                return Err(check.invalid(&policy, &key("policy"), "must not be empty"));
+            }
+            let max_channels = t
+                .max_channels
+                .unwrap_or_else(|| toml::Spanned::new(table.clone(), raw::default_max_channels()));
+            if *max_channels.get_ref() == 0 {
+                return Err(check.invalid(
+                    &max_channels,
+                    &key("max_channels"),
+                    "must be at least 1",
+                ));
+            }
+            targets.push(TargetConfig {
+                name: t.name.into_inner(),
+                address: t.address.into_inner(),
+                user: t.user.into_inner(),
+                host_keys: t
+                    .host_keys
+                    .into_iter()
+                    .map(toml::Spanned::into_inner)
+                    .collect(),
+                policy: policy.into_inner(),
+                max_channels: max_channels.into_inner(),
+            });
+        }
+        let mut grants = Vec::new();
+        for (i, g) in raw.grants.into_iter().enumerate() {
+            let key = |field: &str| format!("grants[{i}].{field}");
+            if g.principals.get_ref().is_empty() {
+                return Err(check.invalid(&g.principals, &key("principals"), "must not be empty"));
+            }
+            if g.targets.get_ref().is_empty() {
+                return Err(check.invalid(&g.targets, &key("targets"), "must not be empty"));
+            }
+            for (j, p) in g.principals.get_ref().iter().enumerate() {
+                if let Err(why) = check_principal_glob(p.get_ref()) {
+                    return Err(check.invalid(p, &key(&format!("principals[{j}]")), &why));
+                }
+            }
+            for (j, t) in g.targets.get_ref().iter().enumerate() {
+                if let Err(why) = check_glob(t.get_ref(), is_target_char) {
+                    return Err(check.invalid(t, &key(&format!("targets[{j}]")), &why));
+                }
+            }
+            grants.push(GrantConfig {
+                principals: g
+                    .principals
+                    .into_inner()
+                    .into_iter()
+                    .map(toml::Spanned::into_inner)
+                    .collect(),
+                targets: g
+                    .targets
+                    .into_inner()
+                    .into_iter()
+                    .map(toml::Spanned::into_inner)
+                    .collect(),
+            });
+        }
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -191,8 +266,7 @@ impl Config {
     pub fn granted(&self, principals: &[String], target: &str) -> bool {
         self.grants.iter().any(|g| {
             g.targets.iter().any(|t| glob_match(t, target))
-                && g
-                    .principals
+                && g.principals
                     .iter()
                     .any(|p| principals.iter().any(|have| glob_match(p, have)))
         })
@@ -204,6 +278,110 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     globset::Glob::new(pattern)
         .map(|g| g.compile_matcher().is_match(name))
         .unwrap_or(false)
+}
+
+/// Builds file:line errors for values found after parsing.
+struct Checker<'a> {
+    /// The file's text, to turn byte spans into line numbers.
+    text: &'a str,
+    /// The file's path, named in every error.
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    /// An error at `value`'s line naming the key that holds it.
+    fn invalid<T>(&self, value: &toml::Spanned<T>, key: &str, why: &str) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, value.span().start),
+            message: format!("{key}: {why}"),
+        }
+    }
+
+    /// Refuses a value that is not an OpenSSH public key line.
+    fn public_key(&self, value: &toml::Spanned<String>, key: &str) -> Result<(), ConfigError> {
+        russh::keys::PublicKey::from_openssh(value.get_ref().trim())
+            .map(|_| ())
+            .map_err(|e| {
+                self.invalid(
+                    value,
+                    key,
+                    &format!("not an OpenSSH public key (\"ssh-ed25519 AAAA...\"): {e}"),
+                )
+            })
+    }
+}
+
+/// Whether `name` can be a target name: it is the SSH login name, so `^[a-z0-9][a-z0-9._-]{0,63}$`.
+pub fn is_target_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.len() <= 64
+        && chars.all(is_target_char)
+}
+
+/// Characters allowed in a target name after the first.
+fn is_target_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+}
+
+/// Characters allowed in an identity or group name (see `identity::ca`).
+fn is_principal_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '@' | '-')
+}
+
+/// `host:port` (or `[v6]:port`) without resolving the name: a bad value fails at load, not at
+/// the first connection.
+fn check_address(address: &str) -> Result<(), String> {
+    let expected = "must be host:port, e.g. \"10.0.0.5:22\" or \"web-1.internal:22\"";
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| expected.to_string())?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(format!("{expected} (bad port {port:?})")),
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| format!("{expected} (bad IPv6 address {v6:?})"));
+    }
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if host_ok {
+        Ok(())
+    } else {
+        Err(format!("{expected} (bad host {host:?})"))
+    }
+}
+
+/// A grant principal: an identity or `group:NAME`, either possibly a glob.
+fn check_principal_glob(pattern: &str) -> Result<(), String> {
+    let name = pattern.strip_prefix("group:").unwrap_or(pattern);
+    check_glob(name, is_principal_char).map_err(|why| {
+        format!("{why} (principals are identities or group:NAME, names use a-z 0-9 . _ @ -)")
+    })?;
+    check_glob(pattern, |_| true)
+}
+
+/// A glob that compiles and whose literal characters are allowed by `literal`.
+fn check_glob(pattern: &str, literal: fn(char) -> bool) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if let Some(bad) = pattern
+        .chars()
+        .find(|c| !literal(*c) && !matches!(c, '*' | '?' | '[' | ']' | '!' | '{' | '}' | ','))
+    {
+        return Err(format!("character {bad:?} cannot appear in {pattern:?}"));
+    }
+    globset::Glob::new(pattern)
+        .map(|_| ())
+        .map_err(|e| format!("invalid glob {pattern:?}: {e}"))
 }
 
 /// 1-based line number of a byte offset.
@@ -219,6 +397,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// The file's shape as serde reads it; validated and resolved into [`Config`].
 mod raw {
     use super::*;
+    use toml::Spanned;
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -229,7 +408,7 @@ mod raw {
         #[serde(default)]
         pub policy: Policy,
         #[serde(default)]
-        pub targets: Vec<Target>,
+        pub targets: Vec<Spanned<Target>>,
         #[serde(default)]
         pub grants: Vec<Grant>,
     }
@@ -253,7 +432,7 @@ mod raw {
     pub struct Ca {
         pub private_key: PathBuf,
         #[serde(default)]
-        pub trusted_public_keys: Vec<String>,
+        pub trusted_public_keys: Vec<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -272,22 +451,23 @@ mod raw {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Target {
-        pub name: String,
-        pub address: String,
-        pub user: String,
+        pub name: Spanned<String>,
+        pub address: Spanned<String>,
+        pub user: Spanned<String>,
         #[serde(default)]
-        pub host_keys: Vec<String>,
-        #[serde(default = "default_policy")]
-        pub policy: String,
-        #[serde(default = "default_max_channels")]
-        pub max_channels: usize,
+        pub host_keys: Vec<Spanned<String>>,
+        /// `None` when absent: the default is filled in with the table's span for errors.
+        #[serde(default)]
+        pub policy: Option<Spanned<String>>,
+        #[serde(default)]
+        pub max_channels: Option<Spanned<usize>>,
     }
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Grant {
-        pub principals: Vec<String>,
-        pub targets: Vec<String>,
+        pub principals: Spanned<Vec<Spanned<String>>>,
+        pub targets: Spanned<Vec<Spanned<String>>>,
     }
 
     fn default_data_dir() -> PathBuf {
@@ -299,10 +479,196 @@ mod raw {
     fn default_auth_failures() -> u32 {
         20
     }
-    fn default_policy() -> String {
+    pub fn default_policy() -> String {
         "default".to_string()
     }
-    fn default_max_channels() -> usize {
+    pub fn default_max_channels() -> usize {
         64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    fn base() -> String {
+        "[server]\nssh_listen = \"127.0.0.1:2222\"\n\
+         [ca]\nprivate_key = \"ca\"\n\
+         [vault]\nmaster_key_file = \"mk\"\n"
+            .to_string()
+    }
+
+    fn load(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&(base() + extra), Path::new("/etc/gh/gatehouse.toml"))
+    }
+
+    /// The error's line and message, or a panic if it loaded.
+    fn refused(extra: &str) -> (usize, String) {
+        match load(extra) {
+            Ok(_) => panic!("loaded: {extra}"),
+            Err(ConfigError::Invalid { line, message, .. }) => (line, message),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+
+    fn target(fields: &str) -> String {
+        format!(
+            "[[targets]]\nname = \"web-1\"\naddress = \"10.0.0.5:22\"\nuser = \"deploy\"\n{fields}"
+        )
+    }
+
+    #[test]
+    fn reference_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gatehouse.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.server.ssh_listen.to_string(), "127.0.0.1:2222");
+        assert!(config.server.data_dir.ends_with("config/../data"));
+        assert!(config.ca.private_key.ends_with("config/../data/user_ca"));
+        let web = config.target("web-1").unwrap();
+        assert_eq!(web.policy, "default");
+        assert!(config.granted(&["group:agents".into()], "web-1"));
+        assert!(!config.granted(&["group:other".into()], "web-1"));
+    }
+
+    #[test]
+    fn valid_target_and_defaults() {
+        let c = load(&target(&format!("host_keys = [\"{HOST_KEY}\"]\n"))).unwrap();
+        let t = c.target("web-1").unwrap();
+        assert_eq!(t.policy, "default");
+        assert_eq!(t.max_channels, 64);
+        assert_eq!(t.host_keys.len(), 1);
+        assert_eq!(c.ca.private_key, PathBuf::from("/etc/gh/ca"));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let (line, msg) =
+            refused("[[targets]]\nname = \"a\"\naddress = \"h:22\"\nuser = \"u\"\nbogus = 1\n");
+        assert_eq!(line, 11);
+        assert!(msg.contains("bogus"), "{msg}");
+    }
+
+    #[test]
+    fn bad_target_names() {
+        for bad in ["Web", "-web", "", "web 1", "web/1", &"a".repeat(65)] {
+            let text = target("").replace("web-1", bad);
+            let (line, msg) = refused(&text);
+            assert_eq!(line, 8, "{bad}");
+            assert!(msg.starts_with("targets[0].name:"), "{msg}");
+        }
+        assert!(is_target_name(&"a".repeat(64)));
+        assert!(is_target_name("db.prod_2-a"));
+    }
+
+    #[test]
+    fn duplicate_target() {
+        let (line, msg) = refused(&(target("") + &target("")));
+        assert_eq!(line, 12);
+        assert!(msg.contains("targets[1].name: duplicate"), "{msg}");
+    }
+
+    #[test]
+    fn bad_addresses() {
+        for bad in [
+            "10.0.0.5",
+            "10.0.0.5:0",
+            "10.0.0.5:99999",
+            ":22",
+            "a b:22",
+            "[zz]:22",
+        ] {
+            let text = target("").replace("10.0.0.5:22", bad);
+            let (line, msg) = refused(&text);
+            assert_eq!(line, 9, "{bad}");
+            assert!(msg.starts_with("targets[0].address:"), "{msg}");
+        }
+        for good in ["[::1]:22", "web-1.internal:2200", "localhost:22"] {
+            load(&target("").replace("10.0.0.5:22", good)).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_user_host_key_policy_channels() {
+        let (line, msg) = refused(&target("").replace("\"deploy\"", "\"\""));
+        assert_eq!(
+            (line, msg.starts_with("targets[0].user:")),
+            (10, true),
+            "{msg}"
+        );
+        let (line, msg) = refused(&target("host_keys = [\"ssh-ed25519 nonsense\"]\n"));
+        assert_eq!(line, 11);
+        assert!(msg.starts_with("targets[0].host_keys[0]:"), "{msg}");
+        let (line, msg) = refused(&target("policy = \" \"\n"));
+        assert_eq!(
+            (line, msg.starts_with("targets[0].policy:")),
+            (11, true),
+            "{msg}"
+        );
+        let (line, msg) = refused(&target("max_channels = 0\n"));
+        assert_eq!(
+            (line, msg.starts_with("targets[0].max_channels:")),
+            (11, true),
+            "{msg}"
+        );
+        let (_, msg) = refused(&target("max_channels = -1\n"));
+        assert!(
+            msg.contains("max_channels") || msg.contains("invalid"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_trusted_ca_key() {
+        let text = base().replace(
+            "private_key = \"ca\"",
+            "private_key = \"ca\"\ntrusted_public_keys = [\"x\"]",
+        );
+        let err = Config::from_toml(&text, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("g.toml:5: ca.trusted_public_keys[0]:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn grants_validated() {
+        let grant = |p: &str, t: &str| format!("[[grants]]\nprincipals = [{p}]\ntargets = [{t}]\n");
+        load(&grant(
+            "\"group:agents\", \"alice@example.com\", \"ci-*\"",
+            "\"web-*\", \"db-[12]\"",
+        ))
+        .unwrap();
+        let (line, msg) = refused(&grant("\"group:Agents\"", "\"web-1\""));
+        assert_eq!(
+            (line, msg.starts_with("grants[0].principals[0]:")),
+            (8, true),
+            "{msg}"
+        );
+        let (line, msg) = refused(&grant("\"a\"", "\"web-[\""));
+        assert_eq!(
+            (line, msg.starts_with("grants[0].targets[0]:")),
+            (9, true),
+            "{msg}"
+        );
+        let (_, msg) = refused(&grant("", "\"web-1\""));
+        assert!(
+            msg.starts_with("grants[0].principals: must not be empty"),
+            "{msg}"
+        );
+        let (_, msg) = refused(&grant("\"a\"", "\"Web\""));
+        assert!(msg.starts_with("grants[0].targets[0]:"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let err = Config::from_toml("[server]\nssh_listen = \"nope\"\n", Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("g.toml:2:"), "{err}");
     }
 }

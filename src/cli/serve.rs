@@ -11,7 +11,8 @@ use russh::keys::PublicKey;
 
 use crate::config::Config;
 use crate::gateway::{self, Gateway};
-use crate::identity::ca::{CertVerifier, Revocations};
+use crate::identity::ca::CertVerifier;
+use crate::identity::revocation::{revocations_path, RevocationWatcher};
 use crate::policy::PolicySet;
 use crate::store::Store;
 use crate::upstream::{Pool, TargetAccess};
@@ -51,11 +52,6 @@ pub enum TargetCommand {
 /// Pinned host keys added by `gatehouse target pin`, one `NAME KEYTYPE BASE64` line each.
 pub fn pinned_keys_path(config: &Config) -> PathBuf {
     config.server.data_dir.join("pinned_host_keys")
-}
-
-/// Where revocations are kept.
-pub fn revocations_path(config: &Config) -> PathBuf {
-    config.server.data_dir.join("revocations")
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -129,8 +125,8 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
             format!("{}: ca.trusted_public_keys[{i}] is not an OpenSSH public key", config.path.display())
         })?);
     }
-    let revocations_path = revocations_path(&config);
-    let revocations = Revocations::load(&revocations_path)
+    let revocations_path = revocations_path(&config.server.data_dir);
+    let revocations = RevocationWatcher::new(&revocations_path)
         .with_context(|| format!("cannot read {}", revocations_path.display()))?;
 
     let vault = Vault::open(store, &master_key_path(&config.vault)).context("cannot open the vault")?;
@@ -157,8 +153,7 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
     let auth_failures = gateway::ratelimit::AuthFailures::new(config.server.max_auth_failures_per_minute);
     Ok(Gateway {
         verifier: CertVerifier::new(trusted),
-        revocations: std::sync::Mutex::new(revocations),
-        revocations_path,
+        revocations,
         policies,
         access,
         pool: Pool::new(),

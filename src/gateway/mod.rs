@@ -11,14 +11,14 @@ pub mod server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use russh::keys::PrivateKey;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::identity::ca::{CertVerifier, Revocations};
+use crate::identity::ca::CertVerifier;
+use crate::identity::revocation::RevocationWatcher;
 use crate::policy::PolicySet;
 use crate::upstream::{Pool, TargetAccess};
 
@@ -48,9 +48,7 @@ pub struct Gateway {
     /// Checks agent certificates against the trusted CA keys.
     pub verifier: CertVerifier,
     /// Revoked serials and identities; re-read when the file changes.
-    pub revocations: std::sync::Mutex<Revocations>,
-    /// Where `revocations` comes from.
-    pub revocations_path: PathBuf,
+    pub revocations: RevocationWatcher,
     /// What is needed to reach each target (vaulted key, pins), by target name.
     pub access: HashMap<String, TargetAccess>,
     /// Pooled upstream connections.

@@ -201,24 +201,19 @@ impl russh::server::Handler for ConnectionHandler {
             return Ok(self.fail(user, "too many failures from this address"));
         }
         let now = chrono::Utc::now().timestamp().max(0) as u64;
-        let identity = {
-            let revocations = match self.gateway.revocations.lock() {
-                Ok(mut r) => {
-                    r.reload_if_changed(&self.gateway.revocations_path);
-                    r.clone()
-                }
-                // Fail closed: without a readable revocation list nobody gets in.
-                Err(_) => return Ok(self.fail(user, "revocation list unavailable")),
-            };
-            match self.gateway.verifier.verify(
-                certificate,
-                now,
-                self.peer.map(|p| p.ip()),
-                &revocations,
-            ) {
-                Ok(identity) => identity,
-                Err(rejection) => return Ok(self.fail(user, &rejection.to_string())),
-            }
+        // Fail closed: without a readable revocation list nobody gets in.
+        let revocations = match self.gateway.revocations.current() {
+            Ok(r) => r,
+            Err(err) => return Ok(self.fail(user, &format!("revocation list unavailable: {err}"))),
+        };
+        let identity = match self.gateway.verifier.verify(
+            certificate,
+            now,
+            self.peer.map(|p| p.ip()),
+            &revocations,
+        ) {
+            Ok(identity) => identity,
+            Err(rejection) => return Ok(self.fail(user, &rejection.to_string())),
         };
         // An unknown target and a missing grant are refused alike, so that login names cannot
         // be used to enumerate targets; only the log tells them apart.

@@ -1,3 +1,4 @@
 //! Who is connecting: the user CA that issues certificates and the checks that accept them.
 
 pub mod ca;
+pub mod revocation;
