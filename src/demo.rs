@@ -121,7 +121,12 @@ impl DemoSshd {
             if let Ok(Some(status)) = sshd.child.try_wait() {
                 bail!("the demo sshd exited at start ({status}); see the lines above");
             }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+                // Say hello properly so that sshd does not log an aborted handshake.
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut banner = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut banner)).await;
+                let _ = stream.write_all(b"SSH-2.0-gatehouse_demo_probe\r\n").await;
                 return Ok((sshd, host_files.public_line));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

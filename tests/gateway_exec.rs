@@ -164,3 +164,35 @@ fn demo_stops_cleanly_with_its_sshd() {
     assert!(!alive, "demo sshd {pid} still running");
     drop(dir);
 }
+
+#[test]
+fn slow_reader_does_not_grow_gatehouse_memory() {
+    use std::io::Read;
+    let demo = Demo::start();
+    // Warm up the upstream pool so that its allocation is in the baseline.
+    assert!(demo.ssh("demo", &[], "true").status.success());
+    let before = common::rss_kib(demo.pid());
+    let mut child = demo
+        .ssh_cmd("demo", &[], "head -c 300000000 /dev/zero")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read nothing for a while: the target keeps producing, gatehouse must push back.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let stalled = common::rss_kib(demo.pid());
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut stdout = child.stdout.take().unwrap();
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(total, 300_000_000);
+    let grown_mib = stalled.saturating_sub(before) / 1024;
+    assert!(grown_mib < 64, "gatehouse grew by {grown_mib} MiB while the agent did not read");
+}

@@ -8,10 +8,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use russh::server::{Handle, Msg};
-use russh::{Channel, ChannelMsg, Pty, Sig};
+use russh::{Channel, ChannelMsg, Pty};
 
 use super::server::SessionId;
 use super::{env_allowed, Gateway};
@@ -26,8 +25,6 @@ pub const EXIT_UPSTREAM_FAILED: u32 = 255;
 /// Longest command line accepted in an exec request; longer ones are refused (the policy engine
 /// holds anything over 64 KiB anyway).
 pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
-/// After the agent closes its channel, how long the upstream side gets to finish.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Environment variables kept per channel at most.
 const MAX_ENV_VARS: usize = 32;
 
@@ -237,132 +234,11 @@ async fn bridge(
         return;
     }
 
-    let agent_id = channel.id();
-    let (mut agent_rx, agent_tx) = channel.split();
     let crate::upstream::UpstreamChannel {
         channel: up_channel,
         permit,
     } = upstream;
-    let (mut up_rx, up_tx) = up_channel.split();
-
-    // Agent → target: stdin, EOF, window changes, signals, close.
-    let to_target = async move {
-        loop {
-            match agent_rx.wait().await {
-                Some(ChannelMsg::Data { data }) => {
-                    if up_tx.data_bytes(data).await.is_err() {
-                        break;
-                    }
-                }
-                Some(ChannelMsg::Eof) => {
-                    let _ = up_tx.eof().await;
-                }
-                Some(ChannelMsg::WindowChange {
-                    col_width,
-                    row_height,
-                    pix_width,
-                    pix_height,
-                }) => {
-                    let _ = up_tx
-                        .window_change(col_width, row_height, pix_width, pix_height)
-                        .await;
-                }
-                Some(ChannelMsg::Signal { signal }) => {
-                    let _ = up_tx.signal(signal).await;
-                }
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
-            }
-        }
-        let _ = up_tx.close().await;
-    };
-
-    // Target → agent: stdout, stderr, EOF, exit status/signal, close — in order.
-    let handle = ctx.handle.clone();
-    let to_agent = async move {
-        let mut status = None;
-        loop {
-            match up_rx.wait().await {
-                Some(ChannelMsg::Data { data }) => {
-                    if agent_tx.data_bytes(data).await.is_err() {
-                        break;
-                    }
-                }
-                Some(ChannelMsg::ExtendedData { data, ext }) => {
-                    if agent_tx.extended_data_bytes(ext, data).await.is_err() {
-                        break;
-                    }
-                }
-                Some(ChannelMsg::Eof) => {
-                    let _ = agent_tx.eof().await;
-                }
-                Some(ChannelMsg::ExitStatus { exit_status }) => {
-                    status = Some(exit_status);
-                    let _ = agent_tx.exit_status(exit_status).await;
-                }
-                Some(ChannelMsg::ExitSignal {
-                    signal_name,
-                    core_dumped,
-                    error_message,
-                    lang_tag,
-                }) => {
-                    status = Some(128 + signal_number(&signal_name));
-                    let _ = handle
-                        .exit_signal_request(
-                            agent_id,
-                            signal_name,
-                            core_dumped,
-                            error_message,
-                            lang_tag,
-                        )
-                        .await;
-                }
-                Some(ChannelMsg::Failure) => {
-                    let _ = agent_tx
-                        .extended_data_bytes(
-                            1,
-                            b"gatehouse: the target refused the exec request\n".to_vec(),
-                        )
-                        .await;
-                    let _ = agent_tx.exit_status(EXIT_UPSTREAM_FAILED).await;
-                    break;
-                }
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
-            }
-        }
-        let _ = agent_tx.close().await;
-        status
-    };
-
-    tokio::pin!(to_target);
-    tokio::pin!(to_agent);
-    let status = tokio::select! {
-        status = &mut to_agent => status,
-        _ = &mut to_target => {
-            // The agent closed first: give the target a moment to report and close.
-            tokio::time::timeout(CLOSE_GRACE, &mut to_agent).await.ok().flatten()
-        }
-    };
+    let status = super::bridge::run(channel, up_channel, ctx.handle.clone()).await;
     drop(permit);
     tracing::info!(exit_status = ?status, "exec finished");
-}
-
-/// Conventional number of a signal, for the 128+N status logged when a command was killed.
-fn signal_number(sig: &Sig) -> u32 {
-    match sig {
-        Sig::HUP => 1,
-        Sig::INT => 2,
-        Sig::QUIT => 3,
-        Sig::ILL => 4,
-        Sig::ABRT => 6,
-        Sig::FPE => 8,
-        Sig::KILL => 9,
-        Sig::USR1 => 10,
-        Sig::SEGV => 11,
-        Sig::PIPE => 13,
-        Sig::ALRM => 14,
-        Sig::TERM => 15,
-        _ => 0,
-    }
 }

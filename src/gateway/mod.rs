@@ -5,6 +5,7 @@
 //! `ratelimit` counts failed authentications per source address. Nothing here parses shell or
 //! stores keys: it asks `policy`, `identity` and `upstream`.
 
+pub mod bridge;
 pub mod channel;
 pub mod ratelimit;
 pub mod server;

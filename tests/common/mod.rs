@@ -75,6 +75,11 @@ impl Demo {
         Demo { dir, child, banner }
     }
 
+    /// The gatehouse process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -152,4 +157,14 @@ pub fn stderr(o: &Output) -> String {
 /// Runs the gatehouse binary with arguments.
 pub fn gatehouse(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run gatehouse")
+}
+
+/// Resident set size of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
