@@ -115,10 +115,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: raw::File = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            line: e
-                .span()
-                .map(|s| line_of(text, s.start))
-                .unwrap_or(0),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
             message: e.message().to_string(),
         })?;
         let base = path
@@ -191,8 +188,7 @@ impl Config {
     pub fn granted(&self, principals: &[String], target: &str) -> bool {
         self.grants.iter().any(|g| {
             g.targets.iter().any(|t| glob_match(t, target))
-                && g
-                    .principals
+                && g.principals
                     .iter()
                     .any(|p| principals.iter().any(|have| glob_match(p, have)))
         })

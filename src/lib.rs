@@ -4,7 +4,10 @@
 //! `policy` decides on command lines, `upstream` speaks SSH to targets; `identity`, `vault`,
 //! `store` and `config` hold what they need. `cli` is the command-line edge.
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod cli;
 pub mod config;

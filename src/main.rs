@@ -12,7 +12,12 @@ use gatehouse::cli;
 #[command(name = "gatehouse", version, about)]
 struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, default_value = "config/gatehouse.toml", env = "GATEHOUSE_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "config/gatehouse.toml",
+        env = "GATEHOUSE_CONFIG"
+    )]
     config: PathBuf,
     /// Log format: text or json.
     #[arg(long, global = true, default_value = "text")]

@@ -20,7 +20,10 @@ impl Vault {
         Err(VaultError::Other("not implemented".into()))
     }
     /// Opens the vault with the master key file.
-    pub fn open(_store: &crate::store::Store, _master_key_file: &Path) -> Result<Vault, VaultError> {
+    pub fn open(
+        _store: &crate::store::Store,
+        _master_key_file: &Path,
+    ) -> Result<Vault, VaultError> {
         Err(VaultError::Other("not implemented".into()))
     }
     /// Stores (replaces) the key used for `target`.
