@@ -71,6 +71,10 @@ struct RawWrapper {
     shell_options: Vec<String>,
     #[serde(default)]
     placeholder: Option<String>,
+    #[serde(default)]
+    append_after_marker: bool,
+    #[serde(default)]
+    optional_operands: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +185,8 @@ pub fn parse_policy_file(text: &str, origin: &Path) -> Result<PolicySet, PolicyE
             interactive: w.interactive,
             shell_options: w.shell_options,
             placeholder: w.placeholder,
+            append_after_marker: w.append_after_marker,
+            optional_operands: w.optional_operands,
         })
         .collect();
     let mut interpreters = Vec::new();
@@ -265,11 +271,14 @@ pub fn parse_policy_file(text: &str, origin: &Path) -> Result<PolicySet, PolicyE
                 }
             }
         }
-        let globs = |list: &[Spanned<String>],
-                     field: &str|
-         -> Result<Option<GlobSet>, PolicyError> {
-            compile_globs(list, r.ignore_case).map_err(|(span, e)| at(Some(span), &key(field), e))
-        };
+        let globs =
+            |list: &[Spanned<String>], field: &str| -> Result<Option<GlobSet>, PolicyError> {
+                // Path-like conditions keep `*` inside one path component; option values and
+                // program names are not paths.
+                let paths = matches!(field, "operands" | "last_operand" | "redirects");
+                compile_globs(list, r.ignore_case, paths)
+                    .map_err(|(span, e)| at(Some(span), &key(field), e))
+            };
         let mut values = Vec::new();
         for (flag, list) in &r.values {
             if let Some(set) = globs(list, &format!("values.{flag}"))? {
@@ -361,6 +370,7 @@ fn parse_action(s: &str) -> Option<Action> {
 fn compile_globs(
     list: &[Spanned<String>],
     ignore_case: bool,
+    paths: bool,
 ) -> Result<Option<GlobSet>, (Range<usize>, String)> {
     if list.is_empty() {
         return Ok(None);
@@ -368,7 +378,7 @@ fn compile_globs(
     let mut builder = GlobSetBuilder::new();
     for g in list {
         let glob = globset::GlobBuilder::new(g.get_ref())
-            .literal_separator(true)
+            .literal_separator(paths)
             .case_insensitive(ignore_case)
             .build()
             .map_err(|e| (g.span(), format!("bad glob {:?}: {e}", g.get_ref())))?;

@@ -127,6 +127,8 @@ pub struct Finding {
     pub rule: &'static str,
     /// Why the line is held.
     pub reason: String,
+    /// Hold, except for the few constructs that are always catastrophic (fork bombs).
+    pub action: Action,
 }
 
 impl Finding {
@@ -134,6 +136,14 @@ impl Finding {
         Finding {
             rule,
             reason: reason.into(),
+            action: Action::Hold,
+        }
+    }
+
+    fn deny(rule: &'static str, reason: impl Into<String>) -> Finding {
+        Finding {
+            action: Action::Deny,
+            ..Finding::new(rule, reason)
         }
     }
 }
@@ -295,7 +305,7 @@ pub fn decide(policy: &Policy, line: &[u8]) -> Decision {
 
 /// The most severe outcome over every command and finding; the first one wins a tie.
 fn verdict(policy: &Policy, analysis: &Analysis) -> Decision {
-    let commands: Vec<String> = analysis.cmds.iter().map(|c| c.display.clone()).collect();
+    let commands: Vec<String> = analysis.cmds.iter().map(Cmd::shown).collect();
     let mut best: Option<(Action, String, String, Option<String>, Option<u32>)> = None;
     let mut consider = |action: Action,
                         rule: &str,
@@ -313,7 +323,7 @@ fn verdict(policy: &Policy, analysis: &Analysis) -> Decision {
         }
     };
     for f in &analysis.findings {
-        consider(Action::Hold, f.rule, &f.reason, None, None);
+        consider(f.action, f.rule, &f.reason, None, None);
     }
     for cmd in &analysis.cmds {
         if let Some(rule) = policy.rules.iter().find(|r| r.matches(cmd)) {

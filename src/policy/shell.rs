@@ -222,7 +222,9 @@ impl Walker<'_> {
                 if let Some(own) = &def.body.1 {
                     self.redirect_list(&own.0, &mut all, &mut None, level);
                 }
+                let first = self.out.commands.len();
                 self.compound(&def.body.0, &all, level);
+                self.fork_bomb(def, first);
             }
             Command::ExtendedTest(test, own) => {
                 let mut all = redirects.to_vec();
@@ -231,6 +233,27 @@ impl Walker<'_> {
                 }
                 self.extended_test(&test.expr, level);
             }
+        }
+    }
+
+    /// A function that calls itself in a pipeline or in the background multiplies processes
+    /// without end: `:(){ :|:& };:`.
+    fn fork_bomb(&mut self, def: &ast::FunctionDefinition, first: usize) {
+        let name = &def.fname.value;
+        let calls = self
+            .out
+            .commands
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.words.first().is_some_and(|w| &w.text == name))
+            .count();
+        let body = def.body.0.to_string();
+        if calls >= 2 || (calls == 1 && (body.contains('&') || body.contains('|'))) {
+            self.out.findings.push(Finding::deny(
+                "fork-bomb",
+                format!("the function {name:?} calls itself in parallel: a fork bomb"),
+            ));
         }
     }
 

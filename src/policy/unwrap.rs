@@ -42,6 +42,10 @@ pub struct WrapperSpec {
     pub shell_options: Vec<String>,
     /// Replaced, in the inner command, by the wrapper's first operand (`find DIR -exec rm {}`).
     pub placeholder: Option<String>,
+    /// Words after the end marker become arguments of the inner command (`parallel rm ::: /`).
+    pub append_after_marker: bool,
+    /// The operands skipped before the command may be absent (`su` alone, `su root`).
+    pub optional_operands: bool,
 }
 
 /// What kind of program an interpreter runs.
@@ -87,6 +91,21 @@ pub struct Cmd {
     pub display: String,
     /// A built-in hold (interpreter, eval, ...) that applies when no rule matches.
     pub builtin: Option<Finding>,
+}
+
+impl Cmd {
+    /// The command as shown in decisions: argv, then its write redirections.
+    pub fn shown(&self) -> String {
+        let mut shown = self.display.clone();
+        for t in &self.write_targets {
+            if self.program.is_empty() && shown.is_empty() {
+                shown = format!("> {}", quote(t));
+            } else if !self.program.is_empty() {
+                shown.push_str(&format!(" > {}", quote(t)));
+            }
+        }
+        shown
+    }
 }
 
 /// Programs whose output piped into a shell means download-and-execute.
@@ -193,7 +212,7 @@ fn expand_words(
             .iter()
             .find(|i| i.names.contains(&cmd.program))
         {
-            cmd.builtin = interpreter(spec, rest, stdin, tables, depth, out);
+            cmd.builtin = interpreter(&cmd.program, spec, rest, stdin, tables, depth, out);
         }
     }
     let wrapper = tables.wrappers.iter().find(|w| {
@@ -310,7 +329,7 @@ fn unwrap_wrapper(
             if spec.shell_options.iter().any(|o| o == t) {
                 shell = true;
             }
-            if t.starts_with('-') && t.len() > 1 {
+            if t.starts_with('-') {
                 i += 1 + option_value_words(t, &spec.options_with_value);
                 continue;
             }
@@ -326,9 +345,19 @@ fn unwrap_wrapper(
             break;
         }
     }
-    let inner = take_until_marker(args.get(i..).unwrap_or_default(), &spec.end_markers);
+    let rest = args.get(i..).unwrap_or_default();
+    let mut inner = take_until_marker(rest, &spec.end_markers).to_vec();
+    if spec.append_after_marker {
+        let extra = rest
+            .get(inner.len()..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| !spec.end_markers.contains(&a.text));
+        inner.extend(extra.cloned());
+    }
     if inner.is_empty() {
-        if (spec.interactive && skipped == spec.skip_operands) || shell {
+        let operands_given = skipped == spec.skip_operands || spec.optional_operands;
+        if (spec.interactive && operands_given) || shell {
             out.findings.push(Finding::new(
                 "interactive-shell",
                 format!(
@@ -353,7 +382,7 @@ fn unwrap_wrapper(
         run_script(program, &arg, tables, depth, out);
         return;
     }
-    expand_words(inner, &[], stdin, tables, depth, wraps + 1, out);
+    expand_words(&inner, &[], stdin, tables, depth, wraps + 1, out);
 }
 
 /// How many following words an option consumes: 1 if it takes a separate value.
@@ -415,7 +444,8 @@ fn substitute(args: &[Arg], placeholder: Option<&str>, with: Option<&str>) -> Ve
 /// A script handed to a shell: decided like the line itself, one level deeper.
 fn run_script(program: &str, script: &Arg, tables: &Tables, depth: usize, out: &mut Analysis) {
     if script.dynamic {
-        out.findings.push(Finding::new(
+        out.findings.push(downloaded_or(
+            script,
             "interpreter",
             format!("the script given to {program} is not a literal; gatehouse cannot read it"),
         ));
@@ -426,6 +456,7 @@ fn run_script(program: &str, script: &Arg, tables: &Tables, depth: usize, out: &
 
 /// Decides what an interpreter would run; returns a built-in hold for what it cannot see.
 fn interpreter(
+    program: &str,
     spec: &InterpreterSpec,
     args: &[Arg],
     stdin: &Stdin,
