@@ -464,11 +464,6 @@ fn interpreter(
     depth: usize,
     out: &mut Analysis,
 ) -> Option<Finding> {
-    let program = spec
-        .names
-        .first()
-        .map(String::as_str)
-        .unwrap_or("interpreter");
     let mut inline = false;
     let mut module = false;
     let mut i = 0;
