@@ -303,70 +303,79 @@ pub fn decide(policy: &Policy, line: &[u8]) -> Decision {
     verdict(policy, &analysis)
 }
 
+/// The rule (or finding) that decides a line, while the verdict is being worked out.
+struct Winner {
+    /// Its action; a later candidate replaces it only when strictly more severe.
+    action: Action,
+    /// Rule id or built-in id.
+    rule: String,
+    /// Shown to the agent.
+    reason: String,
+    /// The rule's reviewer group, if it names one.
+    reviewers: Option<String>,
+    /// The rule's approvals count, if it names one.
+    approvals: Option<u32>,
+}
+
 /// The most severe outcome over every command and finding; the first one wins a tie.
 fn verdict(policy: &Policy, analysis: &Analysis) -> Decision {
     let commands: Vec<String> = analysis.cmds.iter().map(Cmd::shown).collect();
-    let mut best: Option<(Action, String, String, Option<String>, Option<u32>)> = None;
-    let mut consider = |action: Action,
-                        rule: &str,
-                        reason: &str,
-                        reviewers: Option<&String>,
-                        approvals: Option<u32>| {
-        if best.as_ref().is_none_or(|b| action > b.0) {
-            best = Some((
-                action,
-                rule.to_string(),
-                reason.to_string(),
-                reviewers.cloned(),
-                approvals,
-            ));
+    let mut best: Option<Winner> = None;
+    let mut consider = |candidate: Winner| {
+        if best.as_ref().is_none_or(|b| candidate.action > b.action) {
+            best = Some(candidate);
         }
     };
+    let finding = |f: &Finding| Winner {
+        action: f.action,
+        rule: f.rule.to_string(),
+        reason: f.reason.clone(),
+        reviewers: None,
+        approvals: None,
+    };
     for f in &analysis.findings {
-        consider(f.action, f.rule, &f.reason, None, None);
+        consider(finding(f));
     }
     for cmd in &analysis.cmds {
         if let Some(rule) = policy.rules.iter().find(|r| r.matches(cmd)) {
-            consider(
-                rule.action,
-                &rule.id,
-                &rule.reason,
-                rule.reviewers.as_ref(),
-                rule.approvals,
-            );
+            consider(Winner {
+                action: rule.action,
+                rule: rule.id.clone(),
+                reason: rule.reason.clone(),
+                reviewers: rule.reviewers.clone(),
+                approvals: rule.approvals,
+            });
         } else if let Some(f) = &cmd.builtin {
-            consider(Action::Hold, f.rule, &f.reason, None, None);
+            consider(finding(f));
         } else {
-            consider(
-                policy.default,
-                "default",
-                &format!(
+            consider(Winner {
+                action: policy.default,
+                rule: "default".into(),
+                reason: format!(
                     "no rule matched `{}`; the policy default applies",
                     cmd.display
                 ),
-                None,
-                None,
-            );
+                reviewers: None,
+                approvals: None,
+            });
         }
     }
-    let (decision, rule, reason, reviewers, approvals) = best.unwrap_or_else(|| {
-        (
-            Action::Allow,
-            "empty".into(),
-            "the line runs no command".into(),
-            None,
-            None,
-        )
+    let winner = best.unwrap_or_else(|| Winner {
+        action: Action::Allow,
+        rule: "empty".into(),
+        reason: "the line runs no command".into(),
+        reviewers: None,
+        approvals: None,
     });
-    let holds = decision == Action::Hold;
+    let holds = winner.action == Action::Hold;
     Decision {
-        decision,
-        rule,
-        reason,
+        decision: winner.action,
+        rule: winner.rule,
+        reason: winner.reason,
         commands,
-        reviewers: holds.then(|| reviewers.unwrap_or_else(|| policy.reviewers.clone())),
+        reviewers: holds.then(|| winner.reviewers.unwrap_or_else(|| policy.reviewers.clone())),
         approvals_required: if holds {
-            approvals.unwrap_or(policy.approvals)
+            winner.approvals.unwrap_or(policy.approvals)
         } else {
             0
         },
