@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Serve => cli::serve::serve(&args.config),
         Command::Demo(demo) => cli::serve::demo(demo),
-        Command::Policy(cmd) => cli::policy::run(cmd),
+        Command::Policy(cmd) => cli::policy::run(cmd, &args.config),
         Command::Config(cmd) => cli::admin::run_config(cmd, &args.config),
         Command::Ca(cmd) => cli::admin::run_ca(cmd, &args.config),
         Command::Vault(cmd) => cli::admin::run_vault(cmd, &args.config),
