@@ -9,6 +9,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod approvals;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -16,6 +18,7 @@ pub mod gateway;
 pub mod identity;
 pub mod logging;
 pub mod policy;
+pub mod record;
 pub mod secret_file;
 pub mod store;
 pub mod upstream;

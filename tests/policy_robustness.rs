@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse::policy::{decide, input_state, Action, InputState, PolicySet};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// What bash makes of `word` after quote removal (`None` when bash is not installed).
 fn bash_word(word: &str) -> Option<String> {
@@ -97,30 +97,30 @@ fn corpus_lines() -> Vec<String> {
 fn mutate(rng: &mut StdRng, line: &[u8]) -> Vec<u8> {
     const SHELLISH: &[u8] = b"$(){}[]<>|&;'\"`\\!*?~=#-\n\t ";
     let mut out = line.to_vec();
-    for _ in 0..rng.gen_range(1..6) {
+    for _ in 0..rng.random_range(1..6) {
         let pos = if out.is_empty() {
             0
         } else {
-            rng.gen_range(0..=out.len())
+            rng.random_range(0..=out.len())
         };
-        match rng.gen_range(0..5) {
+        match rng.random_range(0..5) {
             0 => {
-                let c = SHELLISH[rng.gen_range(0..SHELLISH.len())];
+                let c = SHELLISH[rng.random_range(0..SHELLISH.len())];
                 out.insert(pos, c);
             }
             1 if !out.is_empty() => {
                 out.remove(pos.min(out.len() - 1));
             }
-            2 => out.insert(pos, rng.gen()),
+            2 => out.insert(pos, rng.random()),
             3 => {
-                let chunk: Vec<u8> = out.iter().copied().take(rng.gen_range(0..16)).collect();
+                let chunk: Vec<u8> = out.iter().copied().take(rng.random_range(0..16)).collect();
                 for (i, b) in chunk.into_iter().enumerate() {
                     out.insert(pos + i, b);
                 }
             }
             _ => {
                 let opener: &[u8] =
-                    [b"$(".as_slice(), b"`", b"${", b"<(", b"((", b"\""][rng.gen_range(0..6)];
+                    [b"$(".as_slice(), b"`", b"${", b"<(", b"((", b"\""][rng.random_range(0..6)];
                 for (i, b) in opener.iter().enumerate() {
                     out.insert(pos + i, *b);
                 }
@@ -139,10 +139,10 @@ fn fuzzed_lines_never_panic_and_answer_fast() {
     let mut slowest = Duration::ZERO;
     for i in 0..4000 {
         let input: Vec<u8> = if i % 4 == 0 {
-            (0..rng.gen_range(0..200)).map(|_| rng.gen()).collect()
+            (0..rng.random_range(0..200)).map(|_| rng.random()).collect()
         } else {
             let base = lines
-                .get(rng.gen_range(0..lines.len().max(1)))
+                .get(rng.random_range(0..lines.len().max(1)))
                 .cloned()
                 .unwrap_or_default();
             mutate(&mut rng, base.as_bytes())

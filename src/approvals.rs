@@ -1,0 +1,1 @@
+//! Held commands and their approvals.

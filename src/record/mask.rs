@@ -1,0 +1,1 @@
+//! Streaming redaction of secrets in target output.
