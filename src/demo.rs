@@ -254,6 +254,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     );
     std::fs::write(dir.join("ssh_config"), ssh_config)?;
 
+    let shutdown = shutdown_signal();
     let cfg = dir.join("ssh_config");
     println!("gatehouse demo: gatehouse on 127.0.0.1:{ssh_port}, target sshd on 127.0.0.1:{sshd_port}");
     println!("  directory: {}", dir.display());
@@ -263,7 +264,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     println!("  direct:   ssh -F {} demo-direct 'df -h /'", cfg.display());
     println!("gatehouse demo ready (Ctrl-C stops it)");
 
-    let served = gateway.serve(listener, shutdown_signal()).await;
+    let served = gateway.serve(listener, shutdown).await;
     drop(store);
     sshd.stop().await;
     println!("gatehouse demo stopped");

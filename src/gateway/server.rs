@@ -408,14 +408,13 @@ impl russh::server::Handler for ConnectionHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.refuse_request("interactive shell");
-        session.extended_data(
+        // Accept the request and refuse in-band: OpenSSH clients drop what a failed request
+        // carried, so the agent would never see why.
+        refuse_in_band(
+            session,
             channel,
-            1,
-            &b"gatehouse: interactive shells are not available on this bastion yet; run one command per exec (ssh HOST 'CMD')\r\n"[..],
-        )?;
-        session.channel_failure(channel)?;
-        session.close(channel)?;
-        Ok(())
+            b"gatehouse: interactive shells are not available on this bastion yet; run one command per exec (ssh HOST 'CMD')\r\n".to_vec(),
+        )
     }
 
     async fn subsystem_request(
@@ -426,13 +425,24 @@ impl russh::server::Handler for ConnectionHandler {
     ) -> Result<(), Self::Error> {
         self.span
             .in_scope(|| tracing::warn!(subsystem = name, "subsystem refused"));
-        session.extended_data(
+        refuse_in_band(
+            session,
             channel,
-            1,
             format!("gatehouse: subsystem {name:?} is not available on this bastion; scp works as exec (scp -O)\r\n").into_bytes(),
-        )?;
-        session.channel_failure(channel)?;
-        session.close(channel)?;
-        Ok(())
+        )
     }
+}
+
+/// Accepts a request and then refuses it on the channel: one stderr line, exit status 126, close.
+fn refuse_in_band(
+    session: &mut Session,
+    channel: ChannelId,
+    line: Vec<u8>,
+) -> Result<(), russh::Error> {
+    session.channel_success(channel)?;
+    session.extended_data(channel, 1, line)?;
+    session.exit_status_request(channel, super::channel::EXIT_REFUSED)?;
+    session.eof(channel)?;
+    session.close(channel)?;
+    Ok(())
 }
