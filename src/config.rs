@@ -483,7 +483,7 @@ mod raw {
         "default".to_string()
     }
     pub fn default_max_channels() -> usize {
-        64
+        10
     }
 }
 

@@ -213,7 +213,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
          [ca]\nprivate_key = \"ca/user_ca\"\n\n\
          [vault]\nmaster_key_file = \"vault.key\"\n\n\
          [[targets]]\nname = \"demo\"\naddress = \"127.0.0.1:{sshd_port}\"\nuser = \"{user}\"\n\
-         host_keys = [\"{sshd_host_key}\"]\npolicy = \"default\"\n\n\
+         host_keys = [\"{sshd_host_key}\"]\npolicy = \"default\"\nmax_channels = 32\n\n\
          [[grants]]\nprincipals = [\"group:agents\", \"group:reviewers\"]\ntargets = [\"demo\"]\n"
     );
     let config_path = dir.join("gatehouse.toml");

@@ -18,6 +18,8 @@ use crate::config::TargetConfig;
 
 /// Connections kept per (target, user) at most; beyond this, channel opens wait for a free slot.
 pub const MAX_CONNECTIONS_PER_TARGET: usize = 8;
+/// Channel-open attempts before giving up (each may pick another connection).
+const OPEN_ATTEMPTS: usize = 4;
 /// How long a TCP connect + handshake + authentication to a target may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -94,8 +96,9 @@ impl Pool {
             let mut entries = self.entries.lock().await;
             entries.entry(key).or_default().clone()
         };
-        // Two attempts: a pooled connection may have died since it was last used.
-        for _ in 0..2 {
+        // A few attempts: a pooled connection may have died since it was last used, or the
+        // target may refuse another channel on it (its MaxSessions is below our max_channels).
+        for _ in 0..OPEN_ATTEMPTS {
             let (conn, permit) = {
                 let mut conns = entry.lock().await;
                 conns.retain(|c| !c.handle.is_closed());
@@ -120,7 +123,7 @@ impl Pool {
                         (conn, permit)
                     }
                     None => {
-                        // Every connection is full: wait on the least recently created one.
+                        // Every connection is full: wait for a channel on the first one.
                         let conn = conns.first().cloned().ok_or_else(|| UpstreamError::Protocol {
                             target: access.target.name.clone(),
                             reason: "no connection".into(),
@@ -137,18 +140,20 @@ impl Pool {
                 }
             };
             match conn.handle.channel_open_session().await {
-                Ok(channel) => {
-                    return Ok(UpstreamChannel {
-                        channel,
-                        permit,
-                    })
+                Ok(channel) => return Ok(UpstreamChannel { channel, permit }),
+                Err(russh::Error::ChannelOpenFailure(reason)) => {
+                    // The connection is alive but the target wants fewer channels on it: learn
+                    // that by retiring this slot for good, and try elsewhere.
+                    tracing::debug!(target_name = %access.target.name, ?reason, "target refused a channel; lowering this connection's limit");
+                    permit.forget();
                 }
                 Err(err) => {
-                    tracing::warn!(target_name = %access.target.name, error = %err, "upstream channel open failed; reconnecting");
+                    tracing::warn!(target_name = %access.target.name, error = %err, "upstream connection lost; reconnecting");
                     let _ = conn
                         .handle
                         .disconnect(russh::Disconnect::ByApplication, "", "")
                         .await;
+                    entry.lock().await.retain(|c| !Arc::ptr_eq(c, &conn));
                 }
             }
         }

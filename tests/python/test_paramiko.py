@@ -81,9 +81,17 @@ def test_forwarding_agent_and_x11_are_refused(demo):
 def test_invoke_shell_is_refused(demo):
     client = demo.connect()
     chan = client.get_transport().open_session()
+    chan.settimeout(10)
     chan.get_pty()
-    with pytest.raises(paramiko.SSHException):
-        chan.invoke_shell()
+    chan.invoke_shell()
+    err = b""
+    while not chan.exit_status_ready() or chan.recv_stderr_ready():
+        if chan.recv_stderr_ready():
+            err += chan.recv_stderr(4096)
+        else:
+            time.sleep(0.01)
+    assert chan.recv_exit_status() == 126
+    assert err.startswith(b"gatehouse: interactive shells are not available")
     client.close()
 
 
