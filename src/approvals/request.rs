@@ -272,6 +272,79 @@ impl From<&HeldCommand> for RequestView {
     }
 }
 
+/// The agent-facing stderr lines (the ARCHITECTURE contract: one line starting `gatehouse: `,
+/// naming the rule, the reason and the request id). Newlines in rule or reason become spaces.
+impl HeldCommand {
+    /// Wait mode, printed before waiting.
+    pub fn waiting_line(&self, wait_timeout: std::time::Duration) -> String {
+        format!(
+            "gatehouse: held by rule {} ({}): {}: waiting for approval, up to {}\n",
+            one_line(&self.rule),
+            self.id,
+            one_line(&self.reason),
+            short_duration(wait_timeout)
+        )
+    }
+
+    /// Return mode, printed with exit status 75.
+    pub fn return_line(&self, grant_ttl: std::time::Duration) -> String {
+        format!(
+            "gatehouse: held by rule {} ({}): {}: after approval, resend the same command within {}\n",
+            one_line(&self.rule),
+            self.id,
+            one_line(&self.reason),
+            short_duration(grant_ttl)
+        )
+    }
+}
+
+impl Outcome {
+    /// The refusal line for a wait that did not end in approval (exit status 126); `None` for
+    /// `Approved`.
+    pub fn refusal_line(&self, id: &RequestId) -> Option<String> {
+        Some(match self {
+            Outcome::Approved => return None,
+            Outcome::Denied { reviewer, comment } => match comment {
+                Some(c) => format!(
+                    "gatehouse: denied by {}: {}\n",
+                    one_line(reviewer),
+                    one_line(c)
+                ),
+                None => format!(
+                    "gatehouse: denied by {} (request {id})\n",
+                    one_line(reviewer)
+                ),
+            },
+            Outcome::Expired => format!("gatehouse: request {id} expired without a decision\n"),
+            Outcome::Cancelled => format!("gatehouse: request {id} was cancelled\n"),
+            Outcome::AlreadyExecuted => {
+                format!("gatehouse: request {id} was already run once (approvals are single-use)\n")
+            }
+        })
+    }
+}
+
+/// Newlines (and other control characters) as spaces, so a line stays one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `10m`, `90s`, `2h`.
+fn short_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 && secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs >= 60 && secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else if secs > 0 {
+        format!("{secs}s")
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 /// What the gateway passes to [`super::Approvals::hold`].
 #[derive(Debug, Clone, Copy)]
 pub struct NewHold<'a> {
@@ -377,6 +450,28 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    fn held(command: Vec<u8>) -> HeldCommand {
+        HeldCommand {
+            id: RequestId::random(),
+            requester: "agent".into(),
+            serial: 1,
+            target: "web-1".into(),
+            upstream_user: "deploy".into(),
+            command,
+            commands: vec![],
+            rule: "r".into(),
+            reason: "why".into(),
+            reviewers: "reviewers".into(),
+            approvals_required: 1,
+            session_id: "s".into(),
+            created: Utc::now(),
+            expires: Utc::now(),
+            state: RequestState::Pending,
+            decisions: vec![],
+            grant_expires: None,
+        }
+    }
+
     #[test]
     fn ids_are_eight_base32_chars_and_unique() {
         let mut seen = HashSet::new();
@@ -414,26 +509,35 @@ mod tests {
     }
 
     #[test]
-    fn command_bytes_round_trip_exactly() {
-        let held = |command: Vec<u8>| HeldCommand {
-            id: RequestId::random(),
-            requester: "agent".into(),
-            serial: 1,
-            target: "web-1".into(),
-            upstream_user: "deploy".into(),
-            command,
-            commands: vec![],
-            rule: "r".into(),
-            reason: "why".into(),
-            reviewers: "reviewers".into(),
-            approvals_required: 1,
-            session_id: "s".into(),
-            created: Utc::now(),
-            expires: Utc::now(),
-            state: RequestState::Pending,
-            decisions: vec![],
-            grant_expires: None,
+    fn stderr_lines() {
+        let id: RequestId = "abcd2345".parse().unwrap();
+        let mut h = held(b"reboot".to_vec());
+        h.id = id.clone();
+        h.rule = "reboot".into();
+        h.reason = "reboots need\nreview".into();
+        assert_eq!(
+            h.waiting_line(std::time::Duration::from_secs(600)),
+            "gatehouse: held by rule reboot (abcd2345): reboots need review: waiting for approval, up to 10m\n"
+        );
+        assert!(h
+            .return_line(std::time::Duration::from_secs(900))
+            .ends_with("resend the same command within 15m\n"));
+        let denied = Outcome::Denied {
+            reviewer: "alice".into(),
+            comment: Some("use reload".into()),
         };
+        assert_eq!(
+            denied.refusal_line(&id).as_deref(),
+            Some("gatehouse: denied by alice: use reload\n")
+        );
+        assert_eq!(Outcome::Approved.refusal_line(&id), None);
+        assert!(Outcome::Expired
+            .refusal_line(&id)
+            .is_some_and(|l| l.contains("abcd2345")));
+    }
+
+    #[test]
+    fn command_bytes_round_trip_exactly() {
         for bytes in [
             b"systemctl restart nginx".to_vec(),
             vec![0xff, b'a', 0, 0xc3],

@@ -75,19 +75,27 @@ struct Body {
 pub fn webhook_body(held: &HeldCommand) -> Result<Vec<u8>, serde_json::Error> {
     let text = format!(
         "gatehouse: {} wants to run `{}` on {} (held by rule {}: {}). Request {} needs {} approval(s) from group {}.",
-        held.requester,
-        held.command_text(),
-        held.target,
-        held.rule,
-        held.reason,
+        slack_escape(&held.requester),
+        slack_escape(&held.command_text()),
+        slack_escape(&held.target),
+        slack_escape(&held.rule),
+        slack_escape(&held.reason),
         held.id,
         held.approvals_required,
-        held.reviewers,
+        slack_escape(&held.reviewers),
     );
     serde_json::to_vec(&Body {
         text,
         request: RequestView::from(held),
     })
+}
+
+/// Slack's three control characters, escaped as Slack asks, so that a command cannot write
+/// `<!channel>` or a disguised link into the reviewers' chat.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// POSTs the request to `url`, retrying failures that may pass ([`WEBHOOK_ATTEMPTS`] in all,
@@ -359,6 +367,21 @@ mod tests {
         assert_eq!(json["state"], "pending");
         let text = json["text"].as_str().unwrap();
         assert!(text.contains(held.id.as_str()) && text.contains("systemctl restart nginx"));
+    }
+
+    #[test]
+    fn text_cannot_ping_the_channel() {
+        let mut held = sample_held();
+        held.command = b"echo '<!channel>' > /tmp/x && true".to_vec();
+        let json: serde_json::Value =
+            serde_json::from_slice(&webhook_body(&held).unwrap()).unwrap();
+        let text = json["text"].as_str().unwrap();
+        assert!(
+            text.contains("echo '&lt;!channel&gt;' &gt; /tmp/x &amp;&amp; true"),
+            "{text}"
+        );
+        // The structured field keeps the exact command.
+        assert_eq!(json["command"], "echo '<!channel>' > /tmp/x && true");
     }
 
     #[tokio::test]
