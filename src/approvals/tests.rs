@@ -549,3 +549,36 @@ async fn webhook_is_sent_on_hold_without_blocking() {
         .await
         .unwrap();
 }
+
+#[test]
+fn approvals_is_send_and_sync() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Approvals>();
+    shared::<Arc<Approvals>>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_waiters_approved_in_bulk_each_run_once() {
+    let f = open();
+    let decision = hold_decision(None, 1);
+    let mut waiters = Vec::new();
+    for i in 0..50 {
+        let command = format!("systemctl restart app-{i}");
+        let held = hold_as(&f.approvals, &agent(), command.as_bytes(), &decision);
+        let approvals = Arc::clone(&f.approvals);
+        waiters.push(tokio::spawn(async move {
+            (held.id.clone(), approvals.wait(&held.id).await)
+        }));
+    }
+    assert_eq!(f.approvals.pending().len(), 50);
+    for held in f.approvals.pending() {
+        f.approvals.decide(&held.id, &alice(), true, None).unwrap();
+    }
+    for waiter in waiters {
+        let (id, outcome) = waiter.await.unwrap();
+        assert_eq!(outcome, Outcome::Approved, "{id}");
+        assert_eq!(f.approvals.get(&id).unwrap().state, RequestState::Executed);
+        assert_eq!(f.approvals.wait(&id).await, Outcome::AlreadyExecuted);
+    }
+    assert!(f.approvals.pending().is_empty());
+}
