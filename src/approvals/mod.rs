@@ -9,6 +9,14 @@
 //! change is persisted in the sled tree `approvals` before it becomes visible, and broadcast as
 //! an [`ApprovalEvent`] for the audit log and the console.
 //!
+//! How the gateway uses it, per held exec (always from a spawned task, never inside a russh
+//! callback):
+//! - return mode: [`Approvals::take_grant`] → run it; else [`Approvals::find_pending_same`] →
+//!   exit 75 with that id; else [`Approvals::hold`] → exit 75 ([`HeldCommand::return_line`]).
+//! - wait mode: `take_grant` as above (an approval made while gatehouse was down), else `hold`,
+//!   print [`HeldCommand::waiting_line`], then [`Approvals::wait`]; `Approved` → run, otherwise
+//!   [`Outcome::refusal_line`] and exit 126; if the client goes away, [`Approvals::cancel`].
+//!
 //! Expiry needs no background task: every access first expires what is overdue, and a waiter's
 //! timeout ends at the request's `expires`. This module knows nothing of SSH: it takes a
 //! verified [`CertIdentity`] and bytes, and gives back states.
