@@ -46,7 +46,10 @@ pub use request::{
     RequestView, ReviewDecision, REQUEST_ID_LEN,
 };
 pub use store::TREE;
-pub use webhook::{notify_webhook, WebhookError};
+pub use webhook::{
+    notify_webhook, webhook_body, WebhookError, MAX_WEBHOOK_IN_FLIGHT, MAX_WEBHOOK_QUEUED,
+    WEBHOOK_ATTEMPTS, WEBHOOK_ATTEMPT_TIMEOUT, WEBHOOK_BACKOFF,
+};
 
 /// Events buffered per subscriber; one that falls further behind gets `Lagged` and should
 /// re-read [`Approvals::pending`] (the console does).
