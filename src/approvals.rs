@@ -1,1 +1,0 @@
-//! Held commands and their approvals.
