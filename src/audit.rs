@@ -45,7 +45,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-mod read;
+pub(crate) mod read;
 
 pub use read::{
     export, head, verify, AuditRecord, Export, VerifyError, VerifyReport, RECORDING_SEALED,

@@ -286,7 +286,7 @@ pub(super) fn parse_head(line: &str) -> Result<AuditHead, String> {
 }
 
 /// The end of a log file, found by reading backwards (the log may be large).
-pub(super) struct Tail {
+pub(crate) struct Tail {
     /// Current length of the file.
     pub file_len: u64,
     /// Length up to and including the last newline: everything after it is a torn write.
@@ -296,7 +296,7 @@ pub(super) struct Tail {
 }
 
 /// Finds the last complete line of `file` without reading the whole file.
-pub(super) fn read_tail(file: &mut File) -> std::io::Result<Tail> {
+pub(crate) fn read_tail(file: &mut File) -> std::io::Result<Tail> {
     let file_len = file.metadata()?.len();
     let mut window: u64 = 64 * 1024;
     loop {
