@@ -69,7 +69,7 @@ pub fn run(cmd: AuditCommand, config_path: &Path) -> anyhow::Result<i32> {
         }
         AuditCommand::Export { since, json } => export(&log_path, since, json),
         AuditCommand::Head { sign_key, sig_file } => {
-            let head = audit::head(&log_path)?;
+            let head = audit::head(&log_path).map_err(flat)?;
             let line = format!("{} {}\n", head.seq, head.hash);
             let mut out = std::io::stdout().lock();
             out.write_all(line.as_bytes())?;
@@ -106,13 +106,13 @@ fn verify(log_path: &Path, root: Option<&Path>) -> anyhow::Result<i32> {
             eprintln!("gatehouse: audit verify FAILED: {e}");
             Ok(1)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(flat(e)),
     }
 }
 
 fn export(log_path: &Path, since: Option<DateTime<Utc>>, json: bool) -> anyhow::Result<i32> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for record in audit::export(log_path, since)? {
+    for record in audit::export(log_path, since).map_err(flat)? {
         let record = match record {
             Ok(r) => r,
             Err(e @ (VerifyError::Record { .. } | VerifyError::Recording { .. })) => {
@@ -120,7 +120,7 @@ fn export(log_path: &Path, since: Option<DateTime<Utc>>, json: bool) -> anyhow::
                 eprintln!("gatehouse: audit export stopped: {e}");
                 return Ok(1);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(flat(e)),
         };
         if json {
             writeln!(out, "{}", record.line)?;
@@ -149,6 +149,11 @@ fn export(log_path: &Path, since: Option<DateTime<Utc>>, json: bool) -> anyhow::
     }
     out.flush()?;
     Ok(0)
+}
+
+/// The error's message alone: it already names its cause, which `{:#}` would print twice.
+fn flat(e: VerifyError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 /// An SSHSIG (armored, as `ssh-keygen -Y sign` writes it) over `msg` with the ed25519 key.
