@@ -19,6 +19,7 @@
 //! This module does not mask secrets (see `record::mask`; the caller masks first) and does not
 //! decide whether input is recorded (the caller calls [`Recorder::input`] only when enabled).
 
+use std::borrow::Cow;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -78,8 +79,10 @@ pub struct RecordingHeader {
     pub upstream_user: String,
     /// The agent's address (`ip:port`).
     pub client: String,
-    /// Terminal size from the pty-req, or [`DEFAULT_SIZE`] without a PTY.
+    /// Terminal columns from the pty-req, or [`DEFAULT_SIZE`] without a PTY; players size
+    /// their screen from it.
     pub width: u16,
+    /// Terminal rows, likewise.
     pub height: u16,
     /// TERM from the pty-req; players pick their emulation from it.
     pub term: Option<String>,
@@ -240,7 +243,12 @@ impl Recorder {
     }
 
     /// Ends the recording: writes any carried partial sequence (as U+FFFD), the `x` event when
-    /// the exit status is known, fsyncs, and seals it in `audit` as `recording.sealed`.
+    /// the exit status is known, fsyncs, and seals it in `audit` as `recording.sealed`
+    /// (`path` relative to the root, `size`, `sha256`, `events`, `exit_status`, `session_id`,
+    /// `channel`). Session-end and decision markers are the caller's, before this.
+    ///
+    /// If the audit append fails the file keeps its `.open` marker, so the next start seals
+    /// it as recovered.
     pub fn finish(
         mut self,
         exit_status: Option<i32>,
@@ -303,8 +311,8 @@ impl Recorder {
             });
         }
         let t = self.start.elapsed().as_secs_f64();
-        let line = event_line(t, code, data);
-        self.buf.extend_from_slice(line.as_bytes());
+        // Straight into the buffer: output is the hot path (one copy, while escaping).
+        write_event(&mut self.buf, t, code, data);
         self.events += 1;
         if self.buf.len() >= FLUSH_BYTES {
             self.write_out()?;
@@ -352,10 +360,24 @@ impl Drop for Recorder {
     }
 }
 
-/// One event line: `[time, "code", "data"]\n`, time with 6 decimals.
-fn event_line(t: f64, code: &str, data: &str) -> String {
-    let data = serde_json::Value::from(data).to_string();
-    format!("[{t:.6}, \"{code}\", {data}]\n")
+/// Appends one event line, `[time, "code", "data"]\n` with the time to 6 decimals.
+fn write_event(buf: &mut Vec<u8>, t: f64, code: &str, data: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(buf, "[{t:.6}, ");
+    write_json_str(buf, code);
+    buf.extend_from_slice(b", ");
+    write_json_str(buf, data);
+    buf.extend_from_slice(b"]\n");
+}
+
+/// A JSON string literal. Writing a `&str` into a `Vec` cannot fail; should serde_json ever
+/// report an error anyway, the fallback still yields a valid literal.
+fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    let mark = buf.len();
+    if serde_json::to_writer(&mut *buf, s).is_err() {
+        buf.truncate(mark);
+        buf.extend_from_slice(b"\"\"");
+    }
 }
 
 /// The header line (no newline).
@@ -459,7 +481,16 @@ struct Utf8Carry {
 }
 
 impl Utf8Carry {
-    fn decode(&mut self, bytes: &[u8]) -> String {
+    fn decode<'a>(&mut self, bytes: &'a [u8]) -> Cow<'a, str> {
+        if self.pending.is_empty() {
+            if let Ok(s) = std::str::from_utf8(bytes) {
+                return Cow::Borrowed(s); // the common case: no copy
+            }
+        }
+        Cow::Owned(self.decode_slow(bytes))
+    }
+
+    fn decode_slow(&mut self, bytes: &[u8]) -> String {
         let joined;
         let mut input: &[u8] = if self.pending.is_empty() {
             bytes

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{event_line, sync_dir, RecordError, OPEN_SUFFIX};
+use super::{sync_dir, write_event, RecordError, OPEN_SUFFIX};
 use crate::audit::read::read_tail;
 use crate::audit::{AuditLog, RECORDING_SEALED};
 
@@ -96,8 +96,9 @@ fn recover_one(
             }
         }
     }
-    file.write_all(event_line(last_time, "m", TRUNCATED_MARKER).as_bytes())
-        .map_err(io)?;
+    let mut line = Vec::new();
+    write_event(&mut line, last_time, "m", TRUNCATED_MARKER);
+    file.write_all(&line).map_err(io)?;
     file.sync_all().map_err(io)?;
     let (size, sha256, lines) = hash_and_count(&mut file).map_err(io)?;
 
