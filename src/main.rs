@@ -44,6 +44,9 @@ enum Command {
     /// Upstream keys, encrypted at rest.
     #[command(subcommand)]
     Vault(cli::admin::VaultCommand),
+    /// The hash-chained audit log: verify, export, anchor its head.
+    #[command(subcommand)]
+    Audit(cli::audit::AuditCommand),
     /// Targets: pin host keys.
     #[command(subcommand)]
     Target(cli::serve::TargetCommand),
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Config(cmd) => cli::admin::run_config(cmd, &args.config),
         Command::Ca(cmd) => cli::admin::run_ca(cmd, &args.config),
         Command::Vault(cmd) => cli::admin::run_vault(cmd, &args.config),
+        Command::Audit(cmd) => cli::audit::run(cmd, &args.config),
         Command::Target(cmd) => cli::serve::target(cmd, &args.config),
     };
     match result {

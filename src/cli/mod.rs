@@ -1,5 +1,6 @@
 //! Command-line edge: each subcommand's arguments and its entry point. `anyhow` lives here only.
 
 pub mod admin;
+pub mod audit;
 pub mod policy;
 pub mod serve;

@@ -1,1 +1,542 @@
-//! asciicast v2 recording writer.
+//! asciicast v2 session recorder: one file per session channel, readable by every asciinema
+//! player, sealed into the audit log when it ends.
+//!
+//! Files live at `ROOT/YYYY-MM-DD/<UTC time>_<identity>_<target>_<session id>_<channel>.cast`
+//! (name parts reduced to `[A-Za-z0-9._-]`). The first line is the header; every other line is
+//! one event `[seconds since start (6 decimals), code, data]`: `o` output, `i` input, `r` resize
+//! `"COLSxROWS"`, `m` marker, and last `x` with the exit status. Every line is valid JSON and
+//! valid UTF-8 (a multi-byte sequence split across reads is carried to the next event; invalid
+//! bytes become U+FFFD); there are no blank lines; output keeps its bytes, so exec output
+//! keeps bare `\n` (players turn it into `\r\n` when the header says there was no PTY).
+//!
+//! Events are buffered and written to the file at least every second (the caller's timer calls
+//! [`Recorder::flush_if_due`]) or every 64 KiB, so a killed process loses at most a second of
+//! output. A running SHA-256 follows the bytes as they are written; [`Recorder::finish`] adds
+//! the `x` event, fsyncs and appends `recording.sealed` to the audit log without re-reading the
+//! file. A `<file>.open` marker exists while a recording is unsealed; at startup
+//! [`recover_unsealed`] repairs and seals whatever a crash left open.
+//!
+//! This module does not mask secrets (see `record::mask`; the caller masks first) and does not
+//! decide whether input is recorded (the caller calls [`Recorder::input`] only when enabled).
+
+use std::borrow::Cow;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::audit::{AuditError, AuditLog, RECORDING_SEALED};
+
+mod recover;
+
+pub use recover::recover_unsealed;
+
+/// Buffered events are written out once this much is pending.
+pub const FLUSH_BYTES: usize = 64 * 1024;
+/// ... or once this long has passed since the last write.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Size used when the channel has no PTY.
+pub const DEFAULT_SIZE: (u16, u16) = (80, 24);
+/// Suffix of the marker that exists while a recording is unsealed.
+const OPEN_SUFFIX: &str = ".open";
+/// Longest name part kept in a file name; the header carries the full values.
+const MAX_NAME_PART: usize = 48;
+
+/// Recorder errors. Any of them means the session is no longer being recorded: the caller
+/// refuses or ends the session (fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("recording {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("recording {path}: an earlier write failed; the recording is incomplete")]
+    Failed { path: String },
+    #[error("recording {path}: sealing it in the audit log failed: {source}")]
+    Audit { path: String, source: AuditError },
+}
+
+/// What the recording's header says about the session; set once at [`Recorder::create`].
+#[derive(Debug, Clone)]
+pub struct RecordingHeader {
+    /// Ties the recording to the session's log lines and audit records.
+    pub session_id: String,
+    /// SSH channel number within the session: one recording per channel.
+    pub channel: u32,
+    /// Who: the certificate's identity (key id).
+    pub identity: String,
+    /// Which certificate: revocation and issuance records name it by serial.
+    pub serial: u64,
+    /// Where the commands went.
+    pub target: String,
+    /// The account on the target the session ran as.
+    pub upstream_user: String,
+    /// The agent's address (`ip:port`).
+    pub client: String,
+    /// Terminal columns from the pty-req, or [`DEFAULT_SIZE`] without a PTY; players size
+    /// their screen from it.
+    pub width: u16,
+    /// Terminal rows, likewise.
+    pub height: u16,
+    /// TERM from the pty-req; players pick their emulation from it.
+    pub term: Option<String>,
+    /// Shown by players; usually the command line for exec.
+    pub title: String,
+    /// Whether the channel had a PTY; without one, replay turns `\n` into `\r\n`.
+    pub pty: bool,
+}
+
+/// The outcome of [`Recorder::finish`], as sealed in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRecording {
+    /// The file.
+    pub path: PathBuf,
+    /// The path relative to the recordings root, as the audit record names it.
+    pub relative: String,
+    /// Bytes in the file.
+    pub size: u64,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// Event lines (the header excluded).
+    pub events: u64,
+}
+
+/// An open recording. Synchronous and cheap per call (events go to a buffer); the caller
+/// serializes access, e.g. behind a `Mutex` shared by the channel's tasks.
+pub struct Recorder {
+    /// The `.cast` file, opened create-new so a recording is never overwritten.
+    file: File,
+    /// For errors and the seal.
+    path: PathBuf,
+    /// `YYYY-MM-DD/name.cast`: what the seal and `audit verify` name.
+    relative: String,
+    /// The unsealed-marker file; removed only once the seal is in the audit log.
+    open_marker: PathBuf,
+    /// Event lines not yet written: one `write` per flush instead of one per event.
+    buf: Vec<u8>,
+    /// SHA-256 of every byte written so far, so sealing needs no second read.
+    hasher: Sha256,
+    /// Bytes written so far.
+    size: u64,
+    /// Event lines so far (header excluded).
+    events: u64,
+    /// Event times are offsets from this (monotonic: a clock step cannot reorder events).
+    start: Instant,
+    /// When the buffer was last written out.
+    last_flush: Instant,
+    /// Trailing bytes of an output sequence that continues in the next read.
+    out_carry: Utf8Carry,
+    /// The same for input; input and output are separate byte streams.
+    in_carry: Utf8Carry,
+    /// Session id and channel, repeated in the seal so auditors can join records.
+    session_id: String,
+    channel: u32,
+    /// Set after a failed write: later calls fail instead of writing after a hole.
+    failed: bool,
+    /// Set by `finish`, so `Drop` does not touch a sealed file.
+    sealed: bool,
+}
+
+impl Recorder {
+    /// Creates the recording for one channel under `root` and writes its header. On `Err` the
+    /// caller refuses the session: nothing may run unrecorded.
+    pub fn create(root: &Path, header: &RecordingHeader) -> Result<Recorder, RecordError> {
+        let now = Utc::now();
+        let day_dir = root.join(now.format("%Y-%m-%d").to_string());
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| RecordError::Io { path, source }
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(&day_dir)
+            .map_err(io(&day_dir))?;
+        let stem = format!(
+            "{}_{}_{}_{}_{}",
+            now.format("%Y%m%dT%H%M%SZ"),
+            name_part(&header.identity),
+            name_part(&header.target),
+            name_part(&header.session_id),
+            header.channel
+        );
+        let header_line = header_json(header, now.timestamp());
+
+        // The marker goes first and durably: a .cast file that exists without one after a
+        // crash would never be found and sealed.
+        let (name, open_marker) = claim_name(&day_dir, &stem, &header_line)?;
+        sync_dir(&day_dir).map_err(io(&day_dir))?;
+        let path = day_dir.join(&name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&path)
+            .map_err(io(&path))?;
+        let day = now.format("%Y-%m-%d");
+        let mut recorder = Recorder {
+            file,
+            relative: format!("{day}/{name}"),
+            path,
+            open_marker,
+            buf: Vec::with_capacity(FLUSH_BYTES + 4096),
+            hasher: Sha256::new(),
+            size: 0,
+            events: 0,
+            start: Instant::now(),
+            last_flush: Instant::now(),
+            out_carry: Utf8Carry::default(),
+            in_carry: Utf8Carry::default(),
+            session_id: header.session_id.clone(),
+            channel: header.channel,
+            failed: false,
+            sealed: false,
+        };
+        recorder.buf.extend_from_slice(header_line.as_bytes());
+        recorder.buf.push(b'\n');
+        recorder.write_out()?;
+        Ok(recorder)
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records output (stdout and stderr alike) as an `o` event.
+    pub fn output(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
+        let text = self.out_carry.decode(bytes);
+        self.text_event("o", &text)
+    }
+
+    /// Records input as an `i` event.
+    pub fn input(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
+        let text = self.in_carry.decode(bytes);
+        self.text_event("i", &text)
+    }
+
+    /// Records a terminal resize (`r`, `"COLSxROWS"`).
+    pub fn resize(&mut self, cols: u16, rows: u16) -> Result<(), RecordError> {
+        self.event("r", &format!("{cols}x{rows}"))
+    }
+
+    /// Records a marker (`m`): command lines, decisions, approvals, session end.
+    pub fn marker(&mut self, label: &str) -> Result<(), RecordError> {
+        self.event("m", label)
+    }
+
+    /// Writes buffered events out when a second has passed since the last write or 64 KiB
+    /// are pending. Call it from a 1 s timer so quiet sessions are flushed too.
+    pub fn flush_if_due(&mut self) -> Result<(), RecordError> {
+        if self.buf.len() >= FLUSH_BYTES
+            || (!self.buf.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL)
+        {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    /// Ends the recording: writes any carried partial sequence (as U+FFFD), the `x` event when
+    /// the exit status is known, fsyncs, and seals it in `audit` as `recording.sealed`
+    /// (`path` relative to the root, `size`, `sha256`, `events`, `exit_status`, `session_id`,
+    /// `channel`). Session-end and decision markers are the caller's, before this.
+    ///
+    /// If the audit append fails the file keeps its `.open` marker, so the next start seals
+    /// it as recovered.
+    pub fn finish(
+        mut self,
+        exit_status: Option<i32>,
+        audit: &AuditLog,
+    ) -> Result<SealedRecording, RecordError> {
+        let tail = self.out_carry.finish();
+        self.text_event("o", &tail)?;
+        let tail = self.in_carry.finish();
+        self.text_event("i", &tail)?;
+        if let Some(status) = exit_status {
+            self.event("x", &status.to_string())?;
+        }
+        self.write_out()?;
+        self.file
+            .sync_all()
+            .map_err(|source| self.io_error(source))?;
+        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        audit
+            .append(
+                RECORDING_SEALED,
+                json!({
+                    "path": self.relative,
+                    "size": self.size,
+                    "sha256": sha256,
+                    "events": self.events,
+                    "exit_status": exit_status,
+                    "session_id": self.session_id,
+                    "channel": self.channel,
+                }),
+            )
+            .map_err(|source| RecordError::Audit {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        self.sealed = true;
+        // Sealed; a leftover marker would only make startup seal it again (harmless).
+        if let Err(e) = std::fs::remove_file(&self.open_marker) {
+            tracing::warn!(path = %self.open_marker.display(), error = %e, "could not remove the unsealed-recording marker");
+        }
+        Ok(SealedRecording {
+            path: self.path.clone(),
+            relative: self.relative.clone(),
+            size: self.size,
+            sha256,
+            events: self.events,
+        })
+    }
+
+    fn text_event(&mut self, code: &str, text: &str) -> Result<(), RecordError> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.event(code, text)
+    }
+
+    fn event(&mut self, code: &str, data: &str) -> Result<(), RecordError> {
+        if self.failed {
+            return Err(RecordError::Failed {
+                path: self.path.display().to_string(),
+            });
+        }
+        let t = self.start.elapsed().as_secs_f64();
+        // Straight into the buffer: output is the hot path (one copy, while escaping).
+        write_event(&mut self.buf, t, code, data);
+        self.events += 1;
+        if self.buf.len() >= FLUSH_BYTES {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer to the file (no fsync: a killed process loses nothing written; a
+    /// power cut may, until `finish`).
+    fn write_out(&mut self) -> Result<(), RecordError> {
+        if self.failed {
+            return Err(RecordError::Failed {
+                path: self.path.display().to_string(),
+            });
+        }
+        self.last_flush = Instant::now();
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(source) = self.file.write_all(&self.buf) {
+            self.failed = true;
+            return Err(self.io_error(source));
+        }
+        self.hasher.update(&self.buf);
+        self.size += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn io_error(&self, source: std::io::Error) -> RecordError {
+        RecordError::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+}
+
+impl Drop for Recorder {
+    /// A recorder dropped without `finish` (a panic, a task cancelled) writes what it has; the
+    /// `.open` marker stays, so the next start seals it as recovered.
+    fn drop(&mut self) {
+        if !self.sealed && !self.failed && !self.buf.is_empty() {
+            let _ = self.file.write_all(&self.buf);
+        }
+    }
+}
+
+/// Appends one event line, `[time, "code", "data"]\n` with the time to 6 decimals.
+fn write_event(buf: &mut Vec<u8>, t: f64, code: &str, data: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(buf, "[{t:.6}, ");
+    write_json_str(buf, code);
+    buf.extend_from_slice(b", ");
+    write_json_str(buf, data);
+    buf.extend_from_slice(b"]\n");
+}
+
+/// A JSON string literal. Writing a `&str` into a `Vec` cannot fail; should serde_json ever
+/// report an error anyway, the fallback still yields a valid literal.
+fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    let mark = buf.len();
+    if serde_json::to_writer(&mut *buf, s).is_err() {
+        buf.truncate(mark);
+        buf.extend_from_slice(b"\"\"");
+    }
+}
+
+/// The header line (no newline).
+fn header_json(h: &RecordingHeader, timestamp: i64) -> String {
+    json!({
+        "version": 2,
+        "width": h.width,
+        "height": h.height,
+        "timestamp": timestamp,
+        "title": h.title,
+        "env": {
+            "TERM": h.term.as_deref().unwrap_or(if h.pty { "xterm-256color" } else { "dumb" }),
+            "SHELL": "/bin/sh",
+        },
+        "gatehouse": {
+            "session_id": h.session_id,
+            "identity": h.identity,
+            "serial": h.serial,
+            "target": h.target,
+            "upstream_user": h.upstream_user,
+            "client": h.client,
+            "channel": h.channel,
+            "pty": h.pty,
+        },
+    })
+    .to_string()
+}
+
+/// A file-name part: `[A-Za-z0-9._-]` only (anything else becomes `-`), at most
+/// [`MAX_NAME_PART`] characters, never empty or all dots.
+fn name_part(s: &str) -> String {
+    let part: String = s
+        .chars()
+        .take(MAX_NAME_PART)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if part.chars().all(|c| c == '.') {
+        "unknown".to_string()
+    } else {
+        part
+    }
+}
+
+/// Creates `<stem>.cast.open` (create-new; a suffix is added on collision) holding the header,
+/// which recovery uses if the crash came before the header reached the `.cast` file.
+fn claim_name(dir: &Path, stem: &str, header_line: &str) -> Result<(String, PathBuf), RecordError> {
+    for attempt in 0..100u32 {
+        let name = match attempt {
+            0 => format!("{stem}.cast"),
+            n => format!("{stem}.{n}.cast"),
+        };
+        let marker = dir.join(format!("{name}{OPEN_SUFFIX}"));
+        if dir.join(&name).exists() {
+            continue;
+        }
+        let io = |source| RecordError::Io {
+            path: marker.display().to_string(),
+            source,
+        };
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&marker)
+        {
+            Ok(mut f) => {
+                f.write_all(header_line.as_bytes()).map_err(io)?;
+                f.sync_all().map_err(io)?;
+                return Ok((name, marker));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Err(RecordError::Io {
+        path: dir.join(format!("{stem}.cast")).display().to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "100 recordings with this name already exist",
+        ),
+    })
+}
+
+/// fsyncs a directory so the names created in it survive a power cut.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Turns a byte stream into UTF-8 text across reads: a sequence cut at the end of one read is
+/// held back and completed by the next; bytes that can never be UTF-8 become U+FFFD.
+#[derive(Debug, Default)]
+struct Utf8Carry {
+    /// At most 3 bytes: the start of a sequence that the next read may complete.
+    pending: Vec<u8>,
+}
+
+impl Utf8Carry {
+    fn decode<'a>(&mut self, bytes: &'a [u8]) -> Cow<'a, str> {
+        if self.pending.is_empty() {
+            if let Ok(s) = std::str::from_utf8(bytes) {
+                return Cow::Borrowed(s); // the common case: no copy
+            }
+        }
+        Cow::Owned(self.decode_slow(bytes))
+    }
+
+    fn decode_slow(&mut self, bytes: &[u8]) -> String {
+        let joined;
+        let mut input: &[u8] = if self.pending.is_empty() {
+            bytes
+        } else {
+            let mut v = std::mem::take(&mut self.pending);
+            v.extend_from_slice(bytes);
+            joined = v;
+            &joined
+        };
+        let mut out = String::with_capacity(input.len());
+        loop {
+            match std::str::from_utf8(input) {
+                Ok(s) => {
+                    out.push_str(s);
+                    return out;
+                }
+                Err(e) => {
+                    let (valid, rest) = input.split_at(e.valid_up_to());
+                    out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            input = rest.get(bad..).unwrap_or_default();
+                        }
+                        None => {
+                            // Cut short at the end: wait for the rest.
+                            self.pending = rest.to_vec();
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stream ended: a sequence still pending can never complete.
+    fn finish(&mut self) -> String {
+        if self.pending.is_empty() {
+            String::new()
+        } else {
+            self.pending.clear();
+            char::REPLACEMENT_CHARACTER.to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "cast/tests.rs"]
+mod tests;

@@ -1,0 +1,160 @@
+//! Startup repair of recordings a crash left unsealed: cut at the last complete line, mark as
+//! truncated, seal as recovered. Lives apart from the writer because it runs once, before any
+//! session, and reads files the writer never reads.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{sync_dir, write_event, RecordError, OPEN_SUFFIX};
+use crate::audit::read::read_tail;
+use crate::audit::{AuditLog, RECORDING_SEALED};
+
+/// The marker a recovered recording ends with.
+pub const TRUNCATED_MARKER: &str = "truncated: gatehouse restarted";
+
+/// Finds every recording under `root` that still has its `.open` marker (the process died
+/// before sealing it), cuts it at its last complete line, appends a marker
+/// `truncated: gatehouse restarted`, and seals it in `audit` with `recovered: true`. Returns the
+/// repaired files. Call once at startup, before accepting sessions.
+pub fn recover_unsealed(root: &Path, audit: &AuditLog) -> Result<Vec<PathBuf>, RecordError> {
+    let mut repaired = Vec::new();
+    let days = match std::fs::read_dir(root) {
+        Ok(days) => days,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(repaired),
+        Err(e) => return Err(io_err(root, e)),
+    };
+    let mut markers = Vec::new();
+    for day in days {
+        let day = day.map_err(|e| io_err(root, e))?.path();
+        if !day.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&day).map_err(|e| io_err(&day, e))? {
+            let path = entry.map_err(|e| io_err(&day, e))?.path();
+            let is_marker = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&format!(".cast{OPEN_SUFFIX}")));
+            if is_marker {
+                markers.push(path);
+            }
+        }
+    }
+    markers.sort();
+    for marker in markers {
+        if let Some(cast) = recover_one(root, &marker, audit)? {
+            repaired.push(cast);
+        }
+    }
+    Ok(repaired)
+}
+
+fn recover_one(
+    root: &Path,
+    marker: &Path,
+    audit: &AuditLog,
+) -> Result<Option<PathBuf>, RecordError> {
+    let marker_name = marker.to_string_lossy();
+    let cast = PathBuf::from(
+        marker_name
+            .strip_suffix(OPEN_SUFFIX)
+            .unwrap_or(&marker_name)
+            .to_string(),
+    );
+    let dir = marker.parent().unwrap_or(root);
+    let header = std::fs::read_to_string(marker).map_err(|e| io_err(marker, e))?;
+    if !cast.exists() {
+        // Died between the marker and the file: nothing was recorded, nothing ran.
+        std::fs::remove_file(marker).map_err(|e| io_err(marker, e))?;
+        sync_dir(dir).map_err(|e| io_err(dir, e))?;
+        return Ok(None);
+    }
+    let io = |e| io_err(&cast, e);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&cast)
+        .map_err(io)?;
+    let tail = read_tail(&mut file).map_err(io)?;
+    let (file_len, complete_len) = (tail.file_len, tail.complete_len);
+    file.set_len(complete_len).map_err(io)?;
+    file.seek(SeekFrom::End(0)).map_err(io)?;
+    let mut last_time = 0.0;
+    match tail.last_line {
+        // Not even the header made it: write it from the marker, which holds a copy.
+        None => {
+            file.write_all(header.trim_end().as_bytes()).map_err(io)?;
+            file.write_all(b"\n").map_err(io)?;
+        }
+        Some(line) => {
+            if let Ok(Value::Array(event)) = serde_json::from_str::<Value>(&line) {
+                last_time = event.first().and_then(Value::as_f64).unwrap_or(0.0);
+            }
+        }
+    }
+    let mut line = Vec::new();
+    write_event(&mut line, last_time, "m", TRUNCATED_MARKER);
+    file.write_all(&line).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    let (size, sha256, lines) = hash_and_count(&mut file).map_err(io)?;
+
+    let relative = cast
+        .strip_prefix(root)
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+        .unwrap_or_else(|_| cast.to_string_lossy().into_owned());
+    let meta: Value = serde_json::from_str(&header).unwrap_or(Value::Null);
+    let gatehouse = meta.get("gatehouse").cloned().unwrap_or(Value::Null);
+    audit
+        .append(
+            RECORDING_SEALED,
+            json!({
+                "path": relative,
+                "size": size,
+                "sha256": sha256,
+                "events": lines.saturating_sub(1),
+                "exit_status": null,
+                "recovered": true,
+                "truncated_bytes": file_len.saturating_sub(complete_len),
+                "session_id": gatehouse.get("session_id"),
+                "channel": gatehouse.get("channel"),
+            }),
+        )
+        .map_err(|source| RecordError::Audit {
+            path: cast.display().to_string(),
+            source,
+        })?;
+    std::fs::remove_file(marker).map_err(|e| io_err(marker, e))?;
+    sync_dir(dir).map_err(|e| io_err(dir, e))?;
+    tracing::warn!(path = %cast.display(), "sealed a recording left open by a crash (marked truncated)");
+    Ok(Some(cast))
+}
+
+/// Size, hex SHA-256 and newline count of the whole file.
+fn hash_and_count(file: &mut File) -> std::io::Result<(u64, String, u64)> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut size, mut lines) = (0u64, 0u64);
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        hasher.update(chunk);
+        lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        size += n as u64;
+    }
+    Ok((size, hex::encode(hasher.finalize()), lines))
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> RecordError {
+    RecordError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
