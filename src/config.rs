@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -42,6 +43,53 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     /// Who may reach which targets.
     pub grants: Vec<GrantConfig>,
+    /// How held commands wait and who reviews them.
+    pub approvals: ApprovalsConfig,
+    /// What is recorded and what happens when recording fails.
+    pub recording: RecordingConfig,
+}
+
+/// `[approvals]`
+#[derive(Debug, Clone)]
+pub struct ApprovalsConfig {
+    /// How long a held command waits for a reviewer (wait mode) before it is refused.
+    pub wait_timeout: Duration,
+    /// How long an approval stays usable by a resend of the same command (return mode).
+    pub grant_ttl: Duration,
+    /// Reviewer group for rules that name none.
+    pub default_reviewers: String,
+    /// Webhook notified of every new hold (http:// only for now).
+    pub webhook: Option<String>,
+}
+
+/// What happens when a recording cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRecordingFailure {
+    /// Refuse (or end) the session: nothing runs unrecorded. The default.
+    Refuse,
+    /// Run anyway, with a loud audit record.
+    Continue,
+}
+
+/// `[recording]`
+#[derive(Debug, Clone)]
+pub struct RecordingConfig {
+    /// Record agent input (`i` events). Off by default: input can carry passwords.
+    pub record_input: bool,
+    /// Fail closed (`refuse`) or not (`continue`).
+    pub on_failure: OnRecordingFailure,
+}
+
+/// How an agent waits for a held command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalMode {
+    /// The exec waits until a reviewer decides (or the wait times out).
+    Wait,
+    /// The exec ends at once with status 75 and a request id; the identical command resent
+    /// after approval runs once.
+    Return,
 }
 
 /// `[server]`
@@ -90,6 +138,9 @@ pub struct TargetConfig {
     pub policy: String,
     /// Most channels gatehouse opens at once on the pooled upstream connection.
     pub max_channels: usize,
+    /// Wait or return mode for held commands (an agent may ask for return mode with the
+    /// `GATEHOUSE_APPROVAL=return` environment variable).
+    pub approval: ApprovalMode,
 }
 
 /// `[[grants]]`
@@ -166,6 +217,13 @@ impl Config {
                     "must match ^[a-z0-9][a-z0-9._-]{0,63}$ (it is the SSH login name)",
                 ));
             }
+            if t.name.get_ref() == "console" {
+                return Err(check.invalid(
+                    &t.name,
+                    &key("name"),
+                    "`console` is reserved for the reviewer console login",
+                ));
+            }
             if targets.iter().any(|seen| seen.name == *t.name.get_ref()) {
                 return Err(check.invalid(&t.name, &key("name"), "duplicate target name"));
             }
@@ -210,6 +268,7 @@ impl Config {
                     .collect(),
                 policy: policy.into_inner(),
                 max_channels: max_channels.into_inner(),
+                approval: t.approval.unwrap_or(ApprovalMode::Wait),
             });
         }
         let mut grants = Vec::new();
@@ -246,6 +305,27 @@ impl Config {
                     .collect(),
             });
         }
+        let duration = |value: &Option<toml::Spanned<String>>, key: &str, default: u64| match value
+        {
+            None => Ok(Duration::from_secs(default)),
+            Some(v) => parse_duration(v.get_ref()).map_err(|why| check.invalid(v, key, &why)),
+        };
+        let approvals = ApprovalsConfig {
+            wait_timeout: duration(&raw.approvals.wait_timeout, "approvals.wait_timeout", 600)?,
+            grant_ttl: duration(&raw.approvals.grant_ttl, "approvals.grant_ttl", 900)?,
+            default_reviewers: raw
+                .approvals
+                .default_reviewers
+                .unwrap_or_else(|| "reviewers".to_string()),
+            webhook: raw.approvals.webhook,
+        };
+        let recording = RecordingConfig {
+            record_input: raw.recording.record_input,
+            on_failure: raw
+                .recording
+                .on_failure
+                .unwrap_or(OnRecordingFailure::Refuse),
+        };
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -254,6 +334,8 @@ impl Config {
             policy_file: raw.policy.file.map(|p| resolve(&p)),
             targets,
             grants,
+            approvals,
+            recording,
         })
     }
 
@@ -309,6 +391,30 @@ impl Checker<'_> {
                     &format!("not an OpenSSH public key (\"ssh-ed25519 AAAA...\"): {e}"),
                 )
             })
+    }
+}
+
+/// Parses `30s`, `10m`, `1h`, `1d` (or bare seconds) into a positive duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 30s, 10m, 1h, 1d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d")),
+    };
+    match n.checked_mul(scale) {
+        Some(0) => Err("must be positive".to_string()),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Err(format!("{text:?}: too large")),
     }
 }
 
@@ -411,6 +517,32 @@ mod raw {
         pub targets: Vec<Spanned<Target>>,
         #[serde(default)]
         pub grants: Vec<Grant>,
+        #[serde(default)]
+        pub approvals: Approvals,
+        #[serde(default)]
+        pub recording: Recording,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Approvals {
+        #[serde(default)]
+        pub wait_timeout: Option<Spanned<String>>,
+        #[serde(default)]
+        pub grant_ttl: Option<Spanned<String>>,
+        #[serde(default)]
+        pub default_reviewers: Option<String>,
+        #[serde(default)]
+        pub webhook: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Recording {
+        #[serde(default)]
+        pub record_input: bool,
+        #[serde(default)]
+        pub on_failure: Option<OnRecordingFailure>,
     }
 
     #[derive(Deserialize)]
@@ -461,6 +593,8 @@ mod raw {
         pub policy: Option<Spanned<String>>,
         #[serde(default)]
         pub max_channels: Option<Spanned<usize>>,
+        #[serde(default)]
+        pub approval: Option<ApprovalMode>,
     }
 
     #[derive(Deserialize)]

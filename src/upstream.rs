@@ -33,11 +33,10 @@ pub enum UpstreamError {
         address: String,
         reason: String,
     },
-    #[error("target {target} presented an unpinned host key ({fingerprint}); refusing the session")]
-    HostKeyMismatch {
-        target: String,
-        fingerprint: String,
-    },
+    #[error(
+        "target {target} presented an unpinned host key ({fingerprint}); refusing the session"
+    )]
+    HostKeyMismatch { target: String, fingerprint: String },
     #[error("target {target} has no pinned host key; run `gatehouse target pin {target}`")]
     NoPinnedKey { target: String },
     #[error("target {target} refused gatehouse's key for user {user}")]
@@ -76,11 +75,14 @@ struct Connection {
     slots: Arc<Semaphore>,
 }
 
+/// The live connections to one (target, user); the lock makes connecting single-flight.
+type TargetConnections = Mutex<Vec<Arc<Connection>>>;
+
 /// The pool: (target, user) → live connections.
 #[derive(Default)]
 pub struct Pool {
     /// Connections per (target name, upstream user); the async mutex makes connecting single-flight.
-    entries: Mutex<HashMap<(String, String), Arc<Mutex<Vec<Arc<Connection>>>>>>,
+    entries: Mutex<HashMap<(String, String), Arc<TargetConnections>>>,
 }
 
 impl Pool {
@@ -90,7 +92,10 @@ impl Pool {
     }
 
     /// Opens a session channel to the target, reusing a pooled connection when one has room.
-    pub async fn open_channel(&self, access: &TargetAccess) -> Result<UpstreamChannel, UpstreamError> {
+    pub async fn open_channel(
+        &self,
+        access: &TargetAccess,
+    ) -> Result<UpstreamChannel, UpstreamError> {
         let key = (access.target.name.clone(), access.target.user.clone());
         let entry = {
             let mut entries = self.entries.lock().await;
@@ -124,10 +129,14 @@ impl Pool {
                     }
                     None => {
                         // Every connection is full: wait for a channel on the first one.
-                        let conn = conns.first().cloned().ok_or_else(|| UpstreamError::Protocol {
-                            target: access.target.name.clone(),
-                            reason: "no connection".into(),
-                        })?;
+                        let conn =
+                            conns
+                                .first()
+                                .cloned()
+                                .ok_or_else(|| UpstreamError::Protocol {
+                                    target: access.target.name.clone(),
+                                    reason: "no connection".into(),
+                                })?;
                         drop(conns);
                         let permit = conn.slots.clone().acquire_owned().await.map_err(|_| {
                             UpstreamError::Protocol {
@@ -170,7 +179,11 @@ impl Pool {
             for conn in entry.lock().await.iter() {
                 let _ = conn
                     .handle
-                    .disconnect(russh::Disconnect::ByApplication, "gatehouse shutting down", "")
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "gatehouse shutting down",
+                        "",
+                    )
                     .await;
             }
         }
@@ -246,7 +259,10 @@ async fn connect(access: &TargetAccess) -> Result<Connection, UpstreamError> {
                 let fingerprint = seen
                     .lock()
                     .ok()
-                    .and_then(|s| s.as_ref().map(|k| k.fingerprint(HashAlg::Sha256).to_string()))
+                    .and_then(|s| {
+                        s.as_ref()
+                            .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+                    })
                     .unwrap_or_else(|| "unknown".into());
                 tracing::error!(target_name = %target.name, %fingerprint, "upstream host key is not pinned");
                 return Err(UpstreamError::HostKeyMismatch {
@@ -294,9 +310,11 @@ pub async fn fetch_host_key(address: &str) -> Result<PublicKey, UpstreamError> {
         pinned: Vec::new(),
         seen: seen.clone(),
     };
-    let result =
-        tokio::time::timeout(CONNECT_TIMEOUT, client::connect(client_config(), address, handler))
-            .await;
+    let result = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        client::connect(client_config(), address, handler),
+    )
+    .await;
     let key = seen.lock().ok().and_then(|s| s.clone());
     match (key, result) {
         (Some(key), _) => Ok(key),

@@ -64,7 +64,9 @@ fn write_fixtures(dir: &Path) {
     let huge: Vec<u8> = (0..200_000)
         .flat_map(|i| format!("line {i:06} of a long listing\n").into_bytes())
         .collect();
-    let cases: Vec<(&str, Vec<&str>, Vec<Vec<u8>>, i32)> = vec![
+    // (name, markers, output chunks, exit status)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<Vec<u8>>, i32);
+    let cases: Vec<Case> = vec![
         (
             "exec",
             vec!["cmd: uname -a", "allow rule read-only"],

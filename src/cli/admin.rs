@@ -331,26 +331,7 @@ pub fn default_cert_path(public_key: &Path) -> PathBuf {
 
 /// Parses a duration like `30s`, `10m`, `1h`, `1d` (a bare number is seconds).
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 30s, 10m, 1h, 1d"))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d")),
-    };
-    match n.checked_mul(scale) {
-        Some(0) => Err("the ttl must be positive".to_string()),
-        Some(secs) => Ok(Duration::from_secs(secs)),
-        None => Err(format!("{text:?}: too large")),
-    }
+    crate::config::parse_duration(text)
 }
 
 /// Unix seconds as an RFC 3339 UTC time.

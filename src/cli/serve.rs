@@ -9,11 +9,14 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use russh::keys::PublicKey;
 
+use crate::approvals::{ApprovalSettings, Approvals};
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::gateway::{self, Gateway};
 use crate::identity::ca::CertVerifier;
 use crate::identity::revocation::{revocations_path, RevocationWatcher};
 use crate::policy::PolicySet;
+use crate::record::cast::recover_unsealed;
 use crate::store::Store;
 use crate::upstream::{Pool, TargetAccess};
 use crate::vault::{master_key_path, Vault};
@@ -122,14 +125,18 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
     );
     for (i, line) in config.ca.trusted_public_keys.iter().enumerate() {
         trusted.push(PublicKey::from_openssh(line).with_context(|| {
-            format!("{}: ca.trusted_public_keys[{i}] is not an OpenSSH public key", config.path.display())
+            format!(
+                "{}: ca.trusted_public_keys[{i}] is not an OpenSSH public key",
+                config.path.display()
+            )
         })?);
     }
     let revocations_path = revocations_path(&config.server.data_dir);
     let revocations = RevocationWatcher::new(&revocations_path)
         .with_context(|| format!("cannot read {}", revocations_path.display()))?;
 
-    let vault = Vault::open(store, &master_key_path(&config.vault)).context("cannot open the vault")?;
+    let vault =
+        Vault::open(store, &master_key_path(&config.vault)).context("cannot open the vault")?;
     let mut pins = pinned_keys(&config)?;
     let mut access = HashMap::new();
     for target in &config.targets {
@@ -150,7 +157,35 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
         );
     }
     let host_key = gateway::load_or_create_host_key(&config.server.data_dir)?;
-    let auth_failures = gateway::ratelimit::AuthFailures::new(config.server.max_auth_failures_per_minute);
+    let audit_path = config.server.data_dir.join("audit").join("audit.jsonl");
+    let audit = Arc::new(
+        AuditLog::open(&audit_path)
+            .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?,
+    );
+    match recover_unsealed(&config.server.recordings_dir, &audit) {
+        Ok(recovered) if !recovered.is_empty() => {
+            tracing::warn!(
+                count = recovered.len(),
+                "sealed recordings left open by a previous run"
+            )
+        }
+        Ok(_) => {}
+        Err(err) => tracing::error!(error = %err, "cannot recover unsealed recordings"),
+    }
+    let reviewer_groups = policies.reviewer_groups(&config.approvals.default_reviewers);
+    let approvals = Approvals::open(
+        store,
+        ApprovalSettings {
+            wait_timeout: config.approvals.wait_timeout,
+            grant_ttl: config.approvals.grant_ttl,
+            default_reviewers: config.approvals.default_reviewers.clone(),
+            reviewer_groups,
+            webhook: config.approvals.webhook.clone(),
+        },
+    )
+    .context("cannot open the approvals store")?;
+    let auth_failures =
+        gateway::ratelimit::AuthFailures::new(config.server.max_auth_failures_per_minute);
     Ok(Gateway {
         verifier: CertVerifier::new(trusted),
         revocations,
@@ -159,6 +194,8 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
         pool: Pool::new(),
         auth_failures,
         host_key,
+        approvals: Arc::new(approvals),
+        audit,
         config,
     })
 }
@@ -193,6 +230,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<i32> {
         let store = Store::open(&config.server.data_dir)?;
         let addr = config.server.ssh_listen;
         let gateway = Arc::new(build_gateway(config, &store)?);
+        gateway.spawn_approval_auditor();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
@@ -214,9 +252,9 @@ pub fn target(cmd: TargetCommand, config_path: &Path) -> anyhow::Result<i32> {
     let config = Config::load(config_path)?;
     match cmd {
         TargetCommand::Pin { name } => {
-            let target = config
-                .target(&name)
-                .with_context(|| format!("no target named {name:?} in {}", config.path.display()))?;
+            let target = config.target(&name).with_context(|| {
+                format!("no target named {name:?} in {}", config.path.display())
+            })?;
             let rt = runtime()?;
             let key = rt.block_on(crate::upstream::fetch_host_key(&target.address))?;
             let line = key.to_openssh().context("cannot encode the host key")?;

@@ -19,8 +19,12 @@ use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, Sig};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use super::recording::ExecRecording;
+
 /// Bytes queued per direction at most: four times the SSH window either side grants (2 MiB).
 pub const PIPE_BYTES: usize = 8 * 1024 * 1024;
+/// Told to the agent when its exec's recording fails and recording is mandatory.
+const RECORDING_FAILED: &[u8] = b"gatehouse: the session recording failed; ending the command\n";
 /// Frames queued per direction at most (small packets hit this before the byte bound).
 const PIPE_FRAMES: usize = 1024;
 /// After the agent closes its channel, how long the target gets to finish and close.
@@ -51,8 +55,11 @@ type Queued = (Frame, OwnedSemaphorePermit);
 /// Bridges until both sides are closed; returns the target's exit status (128+N for a signal).
 pub async fn run(
     agent: Channel<Msg>,
+    early: Vec<ChannelMsg>,
     upstream: Channel<russh::client::Msg>,
     handle: Handle,
+    recording: ExecRecording,
+    record_input: bool,
 ) -> Option<u32> {
     let agent_id = agent.id();
     let (agent_rx, agent_tx) = agent.split();
@@ -61,18 +68,27 @@ pub async fn run(
     let (to_target_tx, mut to_target_rx) = mpsc::channel::<Queued>(PIPE_FRAMES);
     let (to_agent_tx, mut to_agent_rx) = mpsc::channel::<Queued>(PIPE_FRAMES);
 
-    let read_agent = tokio::spawn(pump(agent_rx, to_target_tx));
-    let read_target = tokio::spawn(pump(up_rx, to_agent_tx));
+    let read_agent = tokio::spawn(pump(agent_rx, early, to_target_tx));
+    let read_target = tokio::spawn(pump(up_rx, Vec::new(), to_agent_tx));
+    let input_recording = recording.clone();
 
     // Agent → target.
     let write_target = async move {
         while let Some((frame, _permit)) = to_target_rx.recv().await {
             let ok = match frame {
-                Frame::Data(data) => up_tx.data_bytes(data).await.is_ok(),
+                Frame::Data(data) => {
+                    if record_input && !input_recording.input(&data) {
+                        break;
+                    }
+                    up_tx.data_bytes(data).await.is_ok()
+                }
                 // Agents have no business sending extended data; drop it.
                 Frame::ExtendedData(..) => true,
                 Frame::Eof => up_tx.eof().await.is_ok(),
-                Frame::WindowChange(c, r, pw, ph) => up_tx.window_change(c, r, pw, ph).await.is_ok(),
+                Frame::WindowChange(c, r, pw, ph) => {
+                    input_recording.resize(c, r);
+                    up_tx.window_change(c, r, pw, ph).await.is_ok()
+                }
                 Frame::Signal(sig) => up_tx.signal(sig).await.is_ok(),
                 Frame::Close => break,
                 Frame::ExitStatus(_) | Frame::ExitSignal { .. } | Frame::ExecRefused => true,
@@ -89,8 +105,19 @@ pub async fn run(
         let mut status = None;
         while let Some((frame, _permit)) = to_agent_rx.recv().await {
             let ok = match frame {
+                Frame::Data(data) | Frame::ExtendedData(_, data) if !recording.output(&data) => {
+                    // Fail closed: nothing reaches the agent unrecorded.
+                    let _ = agent_tx
+                        .extended_data_bytes(1, Bytes::from_static(RECORDING_FAILED))
+                        .await;
+                    status = Some(super::channel::EXIT_REFUSED);
+                    let _ = agent_tx.exit_status(super::channel::EXIT_REFUSED).await;
+                    break;
+                }
                 Frame::Data(data) => agent_tx.data_bytes(data).await.is_ok(),
-                Frame::ExtendedData(ext, data) => agent_tx.extended_data_bytes(ext, data).await.is_ok(),
+                Frame::ExtendedData(ext, data) => {
+                    agent_tx.extended_data_bytes(ext, data).await.is_ok()
+                }
                 Frame::Eof => agent_tx.eof().await.is_ok(),
                 Frame::ExitStatus(code) => {
                     status = Some(code);
@@ -110,10 +137,15 @@ pub async fn run(
                 }
                 Frame::ExecRefused => {
                     let _ = agent_tx
-                        .extended_data_bytes(1, Bytes::from_static(b"gatehouse: the target refused the exec request\n"))
+                        .extended_data_bytes(
+                            1,
+                            Bytes::from_static(b"gatehouse: the target refused the exec request\n"),
+                        )
                         .await;
                     status = Some(super::channel::EXIT_UPSTREAM_FAILED);
-                    let _ = agent_tx.exit_status(super::channel::EXIT_UPSTREAM_FAILED).await;
+                    let _ = agent_tx
+                        .exit_status(super::channel::EXIT_UPSTREAM_FAILED)
+                        .await;
                     break;
                 }
                 Frame::Close => break,
@@ -141,11 +173,17 @@ pub async fn run(
     status
 }
 
-/// Reads one side's channel messages into a bounded queue until that side closes.
-async fn pump(mut rx: russh::ChannelReadHalf, queue: mpsc::Sender<Queued>) {
+/// Reads one side's channel messages into a bounded queue until that side closes; `early`
+/// holds messages read before the bridge started (stdin sent while a command was held).
+async fn pump(mut rx: russh::ChannelReadHalf, early: Vec<ChannelMsg>, queue: mpsc::Sender<Queued>) {
     let bytes = Arc::new(Semaphore::new(PIPE_BYTES));
+    let mut early = early.into_iter();
     loop {
-        let frame = match rx.wait().await {
+        let next = match early.next() {
+            Some(msg) => Some(msg),
+            None => rx.wait().await,
+        };
+        let frame = match next {
             Some(ChannelMsg::Data { data }) => Frame::Data(data),
             Some(ChannelMsg::ExtendedData { data, ext }) => Frame::ExtendedData(ext, data),
             Some(ChannelMsg::Eof) => Frame::Eof,

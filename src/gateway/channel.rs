@@ -1,10 +1,8 @@
 //! One task per agent session channel: collect the requests that precede `exec`, decide the
-//! command line, then either refuse it or bridge the channel to an upstream channel.
+//! command line, then refuse it, hold it for a reviewer, or bridge it to the target.
 //!
-//! The bridge runs one loop per direction so that a stalled direction never stops the other;
-//! every queue on the way is bounded (russh's channel buffers, the SSH windows), so a slow reader
-//! slows its writer instead of growing memory. EOF, exit status, exit signal and close are
-//! forwarded in the order the target sent them.
+//! Every exec is recorded (refused ones too) with markers for the command and each decision,
+//! and every decision goes to the audit log before the agent hears of it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,14 +10,23 @@ use std::sync::Arc;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, Pty};
 
+use super::recording::ExecRecording;
 use super::server::SessionId;
 use super::{env_allowed, Gateway};
+use crate::approvals::{NewHold, Outcome};
+use crate::config::ApprovalMode;
 use crate::identity::ca::CertIdentity;
 use crate::policy::{self, Action, Decision};
+use crate::record::cast::RecordingHeader;
 use crate::upstream::TargetAccess;
 
 /// Exit status for a command gatehouse refused (policy, reviewer or expiry).
 pub const EXIT_REFUSED: u32 = 126;
+/// Exit status for a command held in return mode: retry the identical command after approval.
+pub const EXIT_HELD_RETURN: u32 = 75;
+/// Stdin bytes kept from an agent while its command is held; past this gatehouse stops reading
+/// (back-pressure) until the command starts.
+const MAX_EARLY_INPUT: usize = 1024 * 1024;
 /// Exit status when the target could not be reached (as OpenSSH's own client uses).
 pub const EXIT_UPSTREAM_FAILED: u32 = 255;
 /// Longest command line accepted in an exec request; longer ones are refused (the policy engine
@@ -42,6 +49,8 @@ pub struct ChannelContext {
     pub peer: Option<SocketAddr>,
     /// For replies that have no method on the channel itself (exit-signal).
     pub handle: Handle,
+    /// This channel's number within the connection (recording names).
+    pub channel_no: u32,
 }
 
 /// A pty the agent asked for; requested upstream for the command it goes with.
@@ -85,14 +94,22 @@ pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>) {
                 variable_name,
                 variable_value,
                 ..
-            } => {
-                if env_allowed(&variable_name) && env.len() < MAX_ENV_VARS {
-                    env.push((variable_name, variable_value));
-                }
+            } if env_allowed(&variable_name) && env.len() < MAX_ENV_VARS => {
+                env.push((variable_name, variable_value));
             }
             ChannelMsg::Exec { command, .. } => {
                 exec(&ctx, channel, command, pty, env).await;
                 return;
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                ..
+            } => {
+                if let Some(p) = pty.as_mut() {
+                    p.cols = col_width;
+                    p.rows = row_height;
+                }
             }
             // Refused by the handler (failure reply and close); wait for the close.
             ChannelMsg::RequestShell { .. } | ChannelMsg::RequestSubsystem { .. } => {}
@@ -102,65 +119,298 @@ pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>) {
     }
 }
 
-/// Decides an exec request and runs or refuses it.
+/// Decides an exec request and runs, holds or refuses it.
 async fn exec(
     ctx: &ChannelContext,
-    channel: Channel<Msg>,
+    mut channel: Channel<Msg>,
     command: Vec<u8>,
     pty: Option<PtyRequest>,
     env: Vec<(String, String)>,
 ) {
+    let gw = &ctx.gateway;
     let target = &ctx.access.target;
-    if command.len() > MAX_COMMAND_BYTES {
-        tracing::warn!(bytes = command.len(), "command line too long; refused");
-        refuse(
-            channel,
-            &format!(
-                "gatehouse: denied by rule line-too-long: command line over {MAX_COMMAND_BYTES} bytes\n"
-            ),
-        )
-        .await;
-        return;
-    }
-    let decision = match ctx.gateway.policies.policy(&target.policy) {
-        Some(policy) => policy::decide(policy, &command),
-        // Fail closed: a target naming a policy that is not loaded runs nothing.
-        None => Decision {
-            decision: Action::Hold,
-            rule: "missing-policy".into(),
-            reason: format!("policy {:?} is not loaded", target.policy),
+    let line = String::from_utf8_lossy(&command).into_owned();
+    let header = RecordingHeader {
+        session_id: ctx.session_id.to_string(),
+        channel: ctx.channel_no,
+        identity: ctx.identity.identity.clone(),
+        serial: ctx.identity.serial,
+        target: target.name.clone(),
+        upstream_user: target.user.clone(),
+        client: ctx.peer.map(|p| p.to_string()).unwrap_or_default(),
+        width: pty.as_ref().map(|p| clamp16(p.cols)).unwrap_or(80),
+        height: pty.as_ref().map(|p| clamp16(p.rows)).unwrap_or(24),
+        term: pty.as_ref().map(|p| p.term.clone()),
+        title: format!(
+            "{}@{}: {}",
+            ctx.identity.identity,
+            target.name,
+            first_chars(&line, 120)
+        ),
+        pty: pty.is_some(),
+    };
+    let recording = match ExecRecording::start(
+        &gw.config.server.recordings_dir,
+        &header,
+        gw.config.recording.on_failure,
+        gw.audit.clone(),
+    ) {
+        Ok(r) => r,
+        Err(err) => {
+            refuse(
+                &channel,
+                None,
+                &format!("gatehouse: {err}; refusing the command\n"),
+                EXIT_REFUSED,
+            )
+            .await;
+            return;
+        }
+    };
+    recording.marker(&format!("cmd: {line}"));
+
+    let decision = if command.len() > MAX_COMMAND_BYTES {
+        Decision {
+            decision: Action::Deny,
+            rule: "line-too-long".into(),
+            reason: format!("command line over {MAX_COMMAND_BYTES} bytes"),
             commands: Vec::new(),
             reviewers: None,
             approvals_required: 1,
-        },
+        }
+    } else {
+        match gw.policies.policy(&target.policy) {
+            Some(policy) => policy::decide(policy, &command),
+            // Fail closed: a target naming a policy that is not loaded runs nothing.
+            None => Decision {
+                decision: Action::Hold,
+                rule: "missing-policy".into(),
+                reason: format!("policy {:?} is not loaded", target.policy),
+                commands: Vec::new(),
+                reviewers: None,
+                approvals_required: 1,
+            },
+        }
     };
-    let line = String::from_utf8_lossy(&command);
-    tracing::info!(
-        command = %line,
-        decision = ?decision.decision,
-        rule = %decision.rule,
-        "exec decided"
-    );
+    tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
+    if !gw
+        .audit_event(
+            "command.decision",
+            serde_json::json!({
+                "session_id": ctx.session_id.to_string(),
+                "identity": ctx.identity.identity,
+                "serial": ctx.identity.serial,
+                "target": target.name,
+                "command": line,
+                "commands": decision.commands,
+                "decision": decision.decision,
+                "rule": decision.rule,
+                "reason": decision.reason,
+            }),
+        )
+        .await
+    {
+        // Fail closed: a decision that cannot be audited is not carried out.
+        refuse(
+            &channel,
+            Some(&recording),
+            "gatehouse: the audit log is unavailable; refusing the command\n",
+            EXIT_REFUSED,
+        )
+        .await;
+        recording.finish(Some(EXIT_REFUSED)).await;
+        return;
+    }
+
+    let mut early = Vec::new();
     match decision.decision {
         Action::Deny => {
+            recording.marker(&format!(
+                "deny rule {}: {}",
+                decision.rule,
+                one_line(&decision.reason)
+            ));
             let msg = format!(
                 "gatehouse: denied by rule {}: {}\n",
                 decision.rule,
                 one_line(&decision.reason)
             );
-            refuse(channel, &msg).await;
+            refuse(&channel, Some(&recording), &msg, EXIT_REFUSED).await;
+            recording.finish(Some(EXIT_REFUSED)).await;
+            return;
+        }
+        Action::Allow => {
+            recording.marker(&format!("allow rule {}", decision.rule));
         }
         Action::Hold => {
-            // Until approvals exist a hold is refused like a deny (fail closed).
-            let msg = format!(
-                "gatehouse: held by rule {}: approval required ({})\n",
-                decision.rule,
-                one_line(&decision.reason)
-            );
-            refuse(channel, &msg).await;
+            match hold(
+                ctx,
+                &mut channel,
+                &command,
+                &decision,
+                &env,
+                &recording,
+                &mut early,
+            )
+            .await
+            {
+                HoldResult::Run => {}
+                HoldResult::Ended(status) => {
+                    recording.finish(Some(status)).await;
+                    return;
+                }
+            }
         }
-        Action::Allow => bridge(ctx, channel, command, pty, env).await,
     }
+    let status = run_upstream(ctx, channel, early, command, pty, env, recording.clone()).await;
+    recording.marker(&match status {
+        Some(s) => format!("exit {s}"),
+        None => "closed".to_string(),
+    });
+    recording.finish(status).await;
+}
+
+/// What became of a held command.
+enum HoldResult {
+    /// Approved (now, or earlier as a grant): run it.
+    Run,
+    /// Refused, expired, cancelled or returned (75): the exec ended with this status.
+    Ended(u32),
+}
+
+/// The approvals part of an exec: grants, return mode, wait mode.
+async fn hold(
+    ctx: &ChannelContext,
+    channel: &mut Channel<Msg>,
+    command: &[u8],
+    decision: &Decision,
+    env: &[(String, String)],
+    recording: &ExecRecording,
+    early: &mut Vec<ChannelMsg>,
+) -> HoldResult {
+    let gw = &ctx.gateway;
+    let approvals = &gw.approvals;
+    let target = &ctx.access.target;
+    let identity = &ctx.identity.identity;
+    // An approval given earlier (return mode, or while gatehouse restarted) runs exactly once.
+    if let Some(granted) = approvals.take_grant(identity, &target.name, command) {
+        recording.marker(&format!("approved {} (resent after approval)", granted.id));
+        return HoldResult::Run;
+    }
+    let return_mode = target.approval == ApprovalMode::Return
+        || env
+            .iter()
+            .any(|(k, v)| k == "GATEHOUSE_APPROVAL" && v.eq_ignore_ascii_case("return"));
+    let held = match approvals.find_pending_same(identity, &target.name, command) {
+        Some(existing) if return_mode => existing,
+        _ => match approvals.hold(NewHold {
+            requester: &ctx.identity,
+            target: &target.name,
+            upstream_user: &target.user,
+            command,
+            decision,
+            session_id: &ctx.session_id.to_string(),
+        }) {
+            Ok(h) => h,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot persist the held command");
+                let msg = format!(
+                    "gatehouse: held by rule {}: approval required, but the request could not be stored\n",
+                    decision.rule
+                );
+                refuse(channel, Some(recording), &msg, EXIT_REFUSED).await;
+                return HoldResult::Ended(EXIT_REFUSED);
+            }
+        },
+    };
+    recording.marker(&format!(
+        "held {} rule {}: {}",
+        held.id,
+        decision.rule,
+        one_line(&decision.reason)
+    ));
+    if return_mode {
+        let msg = held.return_line(approvals.settings().grant_ttl);
+        refuse(channel, Some(recording), &msg, EXIT_HELD_RETURN).await;
+        return HoldResult::Ended(EXIT_HELD_RETURN);
+    }
+
+    let waiting = held.waiting_line(approvals.settings().wait_timeout);
+    recording.output(waiting.as_bytes());
+    if channel
+        .extended_data_bytes(1, waiting.into_bytes())
+        .await
+        .is_err()
+    {
+        approvals.cancel(&held.id);
+        return HoldResult::Ended(EXIT_REFUSED);
+    }
+    // Wait for the reviewer while watching the agent: if it goes away, the request is
+    // cancelled; stdin it sends meanwhile is kept (bounded) for the command.
+    let outcome = {
+        let wait = approvals.wait(&held.id);
+        tokio::pin!(wait);
+        let mut kept = 0usize;
+        loop {
+            tokio::select! {
+                outcome = &mut wait => break Some(outcome),
+                msg = channel.wait(), if kept < MAX_EARLY_INPUT => match msg {
+                    Some(ChannelMsg::Data { data }) => {
+                        kept += data.len();
+                        early.push(ChannelMsg::Data { data });
+                    }
+                    Some(ChannelMsg::Eof) => early.push(ChannelMsg::Eof),
+                    Some(ChannelMsg::Close) | None => break None,
+                    Some(_) => {}
+                },
+            }
+        }
+    };
+    let Some(outcome) = outcome else {
+        approvals.cancel(&held.id);
+        recording.marker(&format!("cancelled {}: the agent went away", held.id));
+        return HoldResult::Ended(EXIT_REFUSED);
+    };
+    match &outcome {
+        Outcome::Approved => {
+            let by = approvals
+                .get(&held.id)
+                .map(|h| {
+                    h.decisions
+                        .iter()
+                        .filter(|d| d.approve)
+                        .map(|d| d.reviewer.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            recording.marker(&format!("approved by {by}"));
+            HoldResult::Run
+        }
+        other => {
+            let label = match other {
+                Outcome::Denied { reviewer, .. } => format!("denied by {reviewer}"),
+                Outcome::Expired => "expired".to_string(),
+                Outcome::Cancelled => "cancelled".to_string(),
+                _ => "refused".to_string(),
+            };
+            recording.marker(&label);
+            let msg = other
+                .refusal_line(&held.id)
+                .unwrap_or_else(|| format!("gatehouse: request {} refused\n", held.id));
+            refuse(channel, Some(recording), &msg, EXIT_REFUSED).await;
+            HoldResult::Ended(EXIT_REFUSED)
+        }
+    }
+}
+
+fn clamp16(v: u32) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
+}
+
+/// The first `n` characters of a line, for titles.
+fn first_chars(text: &str, n: usize) -> String {
+    text.chars().take(n).collect()
 }
 
 /// Keeps a reason to one line so that the stderr contract (one line) holds.
@@ -168,36 +418,48 @@ fn one_line(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
 }
 
-/// Reports a refusal: one stderr line, exit status 126, EOF, close.
-async fn refuse(channel: Channel<Msg>, line: &str) {
+/// Reports a refusal: one stderr line (recorded too), the exit status, EOF, close.
+async fn refuse(
+    channel: &Channel<Msg>,
+    recording: Option<&ExecRecording>,
+    line: &str,
+    status: u32,
+) {
+    if let Some(r) = recording {
+        r.output(line.as_bytes());
+    }
     let _ = channel
         .extended_data_bytes(1, line.as_bytes().to_vec())
         .await;
-    let _ = channel.exit_status(EXIT_REFUSED).await;
+    let _ = channel.exit_status(status).await;
     let _ = channel.eof().await;
     let _ = channel.close().await;
 }
 
-/// Opens the upstream channel, runs the command there and copies both ways until it ends.
-async fn bridge(
+/// Opens the upstream channel, runs the command there and bridges until it ends.
+#[allow(clippy::too_many_arguments)]
+async fn run_upstream(
     ctx: &ChannelContext,
     channel: Channel<Msg>,
+    early: Vec<ChannelMsg>,
     command: Vec<u8>,
     pty: Option<PtyRequest>,
     env: Vec<(String, String)>,
-) {
+    recording: ExecRecording,
+) -> Option<u32> {
     let target = &ctx.access.target;
     let upstream = match ctx.gateway.pool.open_channel(&ctx.access).await {
         Ok(up) => up,
         Err(err) => {
             tracing::error!(error = %err, "upstream unavailable");
-            let _ = channel
-                .extended_data_bytes(1, format!("gatehouse: {err}\n").into_bytes())
-                .await;
-            let _ = channel.exit_status(EXIT_UPSTREAM_FAILED).await;
-            let _ = channel.eof().await;
-            let _ = channel.close().await;
-            return;
+            refuse(
+                &channel,
+                Some(&recording),
+                &format!("gatehouse: {err}\n"),
+                EXIT_UPSTREAM_FAILED,
+            )
+            .await;
+            return Some(EXIT_UPSTREAM_FAILED);
         }
     };
     let up = &upstream.channel;
@@ -221,24 +483,28 @@ async fn bridge(
     };
     if let Err(err) = started.await {
         tracing::error!(error = %err, target_name = %target.name, "upstream exec failed");
-        let _ = channel
-            .extended_data_bytes(
-                1,
-                format!("gatehouse: target {} failed to start the command\n", target.name)
-                    .into_bytes(),
-            )
-            .await;
-        let _ = channel.exit_status(EXIT_UPSTREAM_FAILED).await;
-        let _ = channel.eof().await;
-        let _ = channel.close().await;
-        return;
+        let msg = format!(
+            "gatehouse: target {} failed to start the command\n",
+            target.name
+        );
+        refuse(&channel, Some(&recording), &msg, EXIT_UPSTREAM_FAILED).await;
+        return Some(EXIT_UPSTREAM_FAILED);
     }
-
     let crate::upstream::UpstreamChannel {
         channel: up_channel,
         permit,
     } = upstream;
-    let status = super::bridge::run(channel, up_channel, ctx.handle.clone()).await;
+    let record_input = ctx.gateway.config.recording.record_input;
+    let status = super::bridge::run(
+        channel,
+        early,
+        up_channel,
+        ctx.handle.clone(),
+        recording,
+        record_input,
+    )
+    .await;
     drop(permit);
     tracing::info!(exit_status = ?status, "exec finished");
+    status
 }

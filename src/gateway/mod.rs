@@ -7,7 +7,9 @@
 
 pub mod bridge;
 pub mod channel;
+pub mod console;
 pub mod ratelimit;
+pub mod recording;
 pub mod server;
 
 use std::collections::HashMap;
@@ -17,6 +19,8 @@ use std::sync::Arc;
 use russh::keys::PrivateKey;
 use tokio::net::TcpListener;
 
+use crate::approvals::Approvals;
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::identity::ca::CertVerifier;
 use crate::identity::revocation::RevocationWatcher;
@@ -58,7 +62,14 @@ pub struct Gateway {
     pub auth_failures: ratelimit::AuthFailures,
     /// The gateway's own host key.
     pub host_key: PrivateKey,
+    /// Held commands and reviewer decisions.
+    pub approvals: Arc<Approvals>,
+    /// The hash-chained audit log (one writer).
+    pub audit: Arc<AuditLog>,
 }
+
+/// The login name that opens the reviewer console instead of a target.
+pub const CONSOLE_LOGIN: &str = "console";
 
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -84,17 +95,18 @@ pub fn load_or_create_host_key(data_dir: &std::path::Path) -> Result<PrivateKey,
         return PrivateKey::read_openssh_file(&path).map_err(|e| err(e.to_string()));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
-    let key = PrivateKey::random(
-        &mut rand::rng(),
-        russh::keys::Algorithm::Ed25519,
-    )
-    .map_err(|e| err(e.to_string()))?;
+    let key = PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)
+        .map_err(|e| err(e.to_string()))?;
     let pem = key
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
         .map_err(|e| err(e.to_string()))?;
     write_private_file(&path, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
-    let public = key.public_key().to_openssh().map_err(|e| err(e.to_string()))?;
-    std::fs::write(path.with_extension("pub"), format!("{public}\n")).map_err(|e| err(e.to_string()))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| err(e.to_string()))?;
+    std::fs::write(path.with_extension("pub"), format!("{public}\n"))
+        .map_err(|e| err(e.to_string()))?;
     tracing::info!(path = %path.display(), "generated gateway host key");
     Ok(key)
 }
@@ -113,6 +125,52 @@ pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Resu
 }
 
 impl Gateway {
+    /// Appends an audit record off the async threads and waits until it is on disk; false when
+    /// it could not be written (callers fail closed where the event gates an action).
+    pub async fn audit_event(&self, kind: &'static str, fields: serde_json::Value) -> bool {
+        let audit = self.audit.clone();
+        match tokio::task::spawn_blocking(move || audit.append(kind, fields)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(err)) => {
+                tracing::error!(%kind, error = %err, "audit append failed");
+                false
+            }
+            Err(err) => {
+                tracing::error!(%kind, error = %err, "audit task failed");
+                false
+            }
+        }
+    }
+
+    /// Copies every approval event into the audit log, for as long as the gateway lives.
+    pub fn spawn_approval_auditor(self: &Arc<Self>) {
+        let mut events = self.approvals.subscribe();
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::error!(
+                            missed = n,
+                            "approval events lost before reaching the audit log"
+                        );
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let Some(gw) = weak.upgrade() else { return };
+                // Nested under `event`: its own keys (`kind`, ...) must not clash with the
+                // audit record's. Nothing in an approval event is secret.
+                let fields = match serde_json::to_value(&event) {
+                    Ok(v) => serde_json::json!({ "event": v }),
+                    Err(_) => continue,
+                };
+                gw.audit_event("approval", fields).await;
+            }
+        });
+    }
+
     /// Serves agents on `listener` until `shutdown` resolves, then closes upstream connections.
     pub async fn serve(
         self: Arc<Self>,

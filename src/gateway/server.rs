@@ -15,7 +15,7 @@ use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tracing::Instrument;
 
 use super::channel::{self, ChannelContext};
-use super::{env_allowed, Gateway, MAX_CHANNELS_PER_CONNECTION};
+use super::{env_allowed, Gateway, CONSOLE_LOGIN, MAX_CHANNELS_PER_CONNECTION};
 use crate::identity::ca::CertIdentity;
 
 /// Distinguishes one agent connection in logs and recordings; never confused with a channel id.
@@ -92,6 +92,7 @@ impl russh::server::Server for Acceptor {
             session_id,
             authenticated: None,
             channels: Arc::new(AtomicUsize::new(0)),
+            channels_opened: 0,
             open: self.open.clone(),
             over_limit,
             span,
@@ -124,6 +125,8 @@ pub struct ConnectionHandler {
     authenticated: Option<Authenticated>,
     /// Open session channels, bounded by [`MAX_CHANNELS_PER_CONNECTION`].
     channels: Arc<AtomicUsize>,
+    /// Session channels opened so far (numbers recordings).
+    channels_opened: u32,
     /// Connections open gateway-wide; decremented on drop.
     open: Arc<AtomicUsize>,
     /// Set when the gateway was already at [`super::MAX_CONNECTIONS`]: everything is refused.
@@ -139,7 +142,38 @@ impl Drop for ConnectionHandler {
 }
 
 impl ConnectionHandler {
-    fn fail(&self, user: &str, reason: &str) -> Auth {
+    async fn accept(&mut self, user: &str, identity: CertIdentity) -> Auth {
+        self.span.record("identity", identity.identity.as_str());
+        self.span.record("target", user);
+        self.span.in_scope(|| {
+            tracing::info!(serial = identity.serial, principals = ?identity.principals, "agent authenticated")
+        });
+        let recorded = self
+            .gateway
+            .audit_event(
+                "auth.success",
+                serde_json::json!({
+                    "session_id": self.session_id.to_string(),
+                    "peer": self.peer.map(|p| p.to_string()),
+                    "login": user,
+                    "identity": identity.identity,
+                    "serial": identity.serial,
+                    "principals": identity.principals,
+                }),
+            )
+            .await;
+        if !recorded {
+            // Fail closed: no session without its audit record.
+            return Auth::reject();
+        }
+        self.authenticated = Some(Authenticated {
+            identity,
+            target: user.to_string(),
+        });
+        Auth::Accept
+    }
+
+    async fn fail(&self, user: &str, reason: &str) -> Auth {
         let count = self
             .peer
             .map(|p| self.gateway.auth_failures.record(p.ip()))
@@ -147,6 +181,17 @@ impl ConnectionHandler {
         self.span.in_scope(|| {
             tracing::warn!(login = %user, %reason, failures_this_minute = count, "authentication refused")
         });
+        self.gateway
+            .audit_event(
+                "auth.failure",
+                serde_json::json!({
+                    "session_id": self.session_id.to_string(),
+                    "peer": self.peer.map(|p| p.to_string()),
+                    "login": user,
+                    "reason": reason,
+                }),
+            )
+            .await;
         Auth::reject()
     }
 
@@ -161,6 +206,16 @@ impl ConnectionHandler {
     fn refuse_request(&self, what: &str) {
         self.span
             .in_scope(|| tracing::warn!(request = what, "request refused"));
+        let gateway = self.gateway.clone();
+        let fields = serde_json::json!({
+            "session_id": self.session_id.to_string(),
+            "identity": self.authenticated.as_ref().map(|a| a.identity.identity.clone()),
+            "request": what,
+        });
+        // Not awaited: the refusal itself needs no acknowledgement, and callbacks must not wait.
+        tokio::spawn(async move {
+            gateway.audit_event("request.refused", fields).await;
+        });
     }
 }
 
@@ -189,7 +244,12 @@ impl russh::server::Handler for ConnectionHandler {
         user: &str,
         _key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.fail(user, "plain public key: only certificates from the gatehouse CA are accepted"))
+        Ok(self
+            .fail(
+                user,
+                "plain public key: only certificates from the gatehouse CA are accepted",
+            )
+            .await)
     }
 
     async fn auth_openssh_certificate(
@@ -198,13 +258,17 @@ impl russh::server::Handler for ConnectionHandler {
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
         if self.blocked() {
-            return Ok(self.fail(user, "too many failures from this address"));
+            return Ok(self.fail(user, "too many failures from this address").await);
         }
         let now = chrono::Utc::now().timestamp().max(0) as u64;
         // Fail closed: without a readable revocation list nobody gets in.
         let revocations = match self.gateway.revocations.current() {
             Ok(r) => r,
-            Err(err) => return Ok(self.fail(user, &format!("revocation list unavailable: {err}"))),
+            Err(err) => {
+                return Ok(self
+                    .fail(user, &format!("revocation list unavailable: {err}"))
+                    .await)
+            }
         };
         let identity = match self.gateway.verifier.verify(
             certificate,
@@ -213,32 +277,41 @@ impl russh::server::Handler for ConnectionHandler {
             &revocations,
         ) {
             Ok(identity) => identity,
-            Err(rejection) => return Ok(self.fail(user, &rejection.to_string())),
+            Err(rejection) => return Ok(self.fail(user, &rejection.to_string()).await),
         };
+        if user == CONSOLE_LOGIN {
+            if !self.gateway.approvals.is_reviewer(&identity) {
+                return Ok(self
+                    .fail(
+                        user,
+                        &format!("identity {}: not in a reviewer group", identity.identity),
+                    )
+                    .await);
+            }
+            return Ok(self.accept(user, identity).await);
+        }
         // An unknown target and a missing grant are refused alike, so that login names cannot
         // be used to enumerate targets; only the log tells them apart.
         if self.gateway.config.target(user).is_none() {
-            return Ok(self.fail(user, &format!("identity {}: unknown target", identity.identity)));
+            return Ok(self
+                .fail(
+                    user,
+                    &format!("identity {}: unknown target", identity.identity),
+                )
+                .await);
         }
         if !self.gateway.config.granted(&identity.principals, user) {
-            return Ok(self.fail(
-                user,
-                &format!("identity {}: no grant for this target", identity.identity),
-            ));
+            return Ok(self
+                .fail(
+                    user,
+                    &format!("identity {}: no grant for this target", identity.identity),
+                )
+                .await);
         }
         if !self.gateway.access.contains_key(user) {
-            return Ok(self.fail(user, "target has no vaulted key"));
+            return Ok(self.fail(user, "target has no vaulted key").await);
         }
-        self.span.record("identity", identity.identity.as_str());
-        self.span.record("target", user);
-        self.span.in_scope(|| {
-            tracing::info!(serial = identity.serial, principals = ?identity.principals, "agent authenticated")
-        });
-        self.authenticated = Some(Authenticated {
-            identity,
-            target: user.to_string(),
-        });
-        Ok(Auth::Accept)
+        Ok(self.accept(user, identity).await)
     }
 
     async fn channel_open_session(
@@ -248,7 +321,9 @@ impl russh::server::Handler for ConnectionHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(auth) = self.authenticated.clone() else {
-            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         let Some(access) = self.gateway.access.get(&auth.target).cloned() else {
@@ -258,9 +333,12 @@ impl russh::server::Handler for ConnectionHandler {
         if self.channels.fetch_add(1, Ordering::SeqCst) >= MAX_CHANNELS_PER_CONNECTION {
             self.channels.fetch_sub(1, Ordering::SeqCst);
             self.refuse_request("session channel beyond the per-connection limit");
-            reply.reject(russh::ChannelOpenFailure::ResourceShortage).await;
+            reply
+                .reject(russh::ChannelOpenFailure::ResourceShortage)
+                .await;
             return Ok(());
         }
+        self.channels_opened = self.channels_opened.saturating_add(1);
         let ctx = ChannelContext {
             gateway: self.gateway.clone(),
             identity: auth.identity,
@@ -268,6 +346,7 @@ impl russh::server::Handler for ConnectionHandler {
             session_id: self.session_id,
             peer: self.peer,
             handle: session.handle(),
+            channel_no: self.channels_opened,
         };
         let channels = self.channels.clone();
         tokio::spawn(
@@ -292,9 +371,15 @@ impl russh::server::Handler for ConnectionHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.span.in_scope(|| {
-            tracing::warn!(host = host_to_connect, port = port_to_connect, "port forwarding (direct-tcpip) refused")
+            tracing::warn!(
+                host = host_to_connect,
+                port = port_to_connect,
+                "port forwarding (direct-tcpip) refused"
+            )
         });
-        reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
@@ -306,7 +391,9 @@ impl russh::server::Handler for ConnectionHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.refuse_request("unix socket forwarding (direct-streamlocal)");
-        reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
@@ -317,7 +404,11 @@ impl russh::server::Handler for ConnectionHandler {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         self.span.in_scope(|| {
-            tracing::warn!(address, port = *port, "remote port forwarding (tcpip-forward) refused")
+            tracing::warn!(
+                address,
+                port = *port,
+                "remote port forwarding (tcpip-forward) refused"
+            )
         });
         Ok(false)
     }
@@ -408,6 +499,13 @@ impl russh::server::Handler for ConnectionHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.refuse_request("interactive shell");
+        if self.authenticated.as_ref().map(|a| a.target.as_str()) == Some(CONSOLE_LOGIN) {
+            return refuse_in_band(
+                session,
+                channel,
+                b"gatehouse: the console screen is not available yet; use its commands: ssh console approvals, ssh console approve ID, ssh console deny ID\r\n".to_vec(),
+            );
+        }
         // Accept the request and refuse in-band: OpenSSH clients drop what a failed request
         // carried, so the agent would never see why.
         refuse_in_band(

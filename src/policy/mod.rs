@@ -246,6 +246,22 @@ impl PolicySet {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.policies.keys().map(String::as_str)
     }
+
+    /// Every reviewer group a hold from this set can name (policy defaults and rules), plus
+    /// `fallback`: the groups whose members may open the reviewer console.
+    pub fn reviewer_groups(&self, fallback: &str) -> Vec<String> {
+        let mut groups = std::collections::BTreeSet::new();
+        groups.insert(fallback.to_string());
+        for policy in self.policies.values() {
+            groups.insert(policy.reviewers.clone());
+            for rule in policy.rules.iter() {
+                if let Some(g) = rule.reviewers.as_ref() {
+                    groups.insert(g.clone());
+                }
+            }
+        }
+        groups.into_iter().collect()
+    }
 }
 
 /// Everything found on a line: commands to match and fail-closed findings.
