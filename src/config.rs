@@ -672,7 +672,8 @@ mod tests {
         let c = load(&target(&format!("host_keys = [\"{HOST_KEY}\"]\n"))).unwrap();
         let t = c.target("web-1").unwrap();
         assert_eq!(t.policy, "default");
-        assert_eq!(t.max_channels, 64);
+        assert_eq!(t.max_channels, 10);
+        assert_eq!(t.approval, ApprovalMode::Wait);
         assert_eq!(t.host_keys.len(), 1);
         assert_eq!(c.ca.private_key, PathBuf::from("/etc/gh/ca"));
     }

@@ -57,20 +57,15 @@ fn denied_command_gets_126_and_one_line_and_never_runs() {
 }
 
 #[test]
-fn held_command_is_refused_until_approvals_exist() {
+fn held_command_in_return_mode_exits_75_and_does_not_run() {
     let demo = Demo::start();
     let marker = demo.path().join("held-marker");
-    let cmd = format!(
-        "touch {} && systemctl restart gatehouse-test-nonexistent",
-        marker.display()
-    );
-    let out = demo.ssh("demo", &[], &cmd);
-    assert_eq!(out.status.code(), Some(126), "stderr: {}", stderr(&out));
-    assert!(
-        stderr(&out).starts_with("gatehouse: held by rule "),
-        "{}",
-        stderr(&out)
-    );
+    let cmd = format!("touch {} && systemctl restart gatehouse-test-nonexistent", marker.display());
+    let out = demo.ssh("demo", &["-o", "SetEnv=GATEHOUSE_APPROVAL=return"], &cmd);
+    assert_eq!(out.status.code(), Some(75), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("gatehouse: held by rule systemctl-disruptive ("), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!marker.exists());
 }
 
