@@ -37,10 +37,15 @@ struct KeyFiles {
 fn generate_key(path: &Path) -> anyhow::Result<(PrivateKey, KeyFiles)> {
     let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
         .context("cannot generate an ed25519 key")?;
-    let pem = key.to_openssh(LineEnding::LF).context("cannot encode a key")?;
+    let pem = key
+        .to_openssh(LineEnding::LF)
+        .context("cannot encode a key")?;
     crate::gateway::write_private_file(path, pem.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let public_line = key.public_key().to_openssh().context("cannot encode a key")?;
+    let public_line = key
+        .public_key()
+        .to_openssh()
+        .context("cannot encode a key")?;
     std::fs::write(path.with_extension("pub"), format!("{public_line}\n"))?;
     Ok((
         key,
@@ -78,7 +83,12 @@ struct DemoSshd {
 }
 
 impl DemoSshd {
-    async fn start(dir: &Path, port: u16, user: &str, authorized: &str) -> anyhow::Result<(DemoSshd, String)> {
+    async fn start(
+        dir: &Path,
+        port: u16,
+        user: &str,
+        authorized: &str,
+    ) -> anyhow::Result<(DemoSshd, String)> {
         if !Path::new(SSHD).exists() {
             bail!("gatehouse demo needs OpenSSH's server at {SSHD} (Debian/Ubuntu: apt-get install openssh-server)");
         }
@@ -125,7 +135,8 @@ impl DemoSshd {
                 // Say hello properly so that sshd does not log an aborted handshake.
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut banner = [0u8; 64];
-                let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut banner)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), stream.read(&mut banner)).await;
                 let _ = stream.write_all(b"SSH-2.0-gatehouse_demo_probe\r\n").await;
                 return Ok((sshd, host_files.public_line));
             }
@@ -184,7 +195,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if std::fs::read_dir(&dir)?.next().is_some() {
-        bail!("{} is not empty; give gatehouse demo a new or empty --dir", dir.display());
+        bail!(
+            "{} is not empty; give gatehouse demo a new or empty --dir",
+            dir.display()
+        );
     }
     let dir = dir.canonicalize()?;
     for sub in ["keys", "data", "recordings", "ca"] {
@@ -198,7 +212,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let (_reviewer, reviewer_files) = generate_key(&dir.join("keys/reviewer"))?;
 
     let sshd_port = free_port()?;
-    let (sshd, sshd_host_key) = DemoSshd::start(&dir, sshd_port, &user, &target_files.public_line).await?;
+    let (sshd, sshd_host_key) =
+        DemoSshd::start(&dir, sshd_port, &user, &target_files.public_line).await?;
 
     let listener = match args.ssh_port {
         Some(p) => tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).await,
@@ -255,11 +270,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     std::fs::write(dir.join("ssh_config"), ssh_config)?;
 
     let cfg = dir.join("ssh_config");
-    println!("gatehouse demo: gatehouse on 127.0.0.1:{ssh_port}, target sshd on 127.0.0.1:{sshd_port}");
+    println!(
+        "gatehouse demo: gatehouse on 127.0.0.1:{ssh_port}, target sshd on 127.0.0.1:{sshd_port}"
+    );
     println!("  directory: {}", dir.display());
     println!("  allowed:  ssh -F {} demo 'df -h /'", cfg.display());
     println!("  denied:   ssh -F {} demo 'rm -rf /'", cfg.display());
-    println!("  held:     ssh -F {} demo 'systemctl restart nginx'", cfg.display());
+    println!(
+        "  held:     ssh -F {} demo 'systemctl restart nginx'",
+        cfg.display()
+    );
     println!("  direct:   ssh -F {} demo-direct 'df -h /'", cfg.display());
     println!("gatehouse demo ready (Ctrl-C stops it)");
 

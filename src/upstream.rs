@@ -31,11 +31,10 @@ pub enum UpstreamError {
         address: String,
         reason: String,
     },
-    #[error("target {target} presented an unpinned host key ({fingerprint}); refusing the session")]
-    HostKeyMismatch {
-        target: String,
-        fingerprint: String,
-    },
+    #[error(
+        "target {target} presented an unpinned host key ({fingerprint}); refusing the session"
+    )]
+    HostKeyMismatch { target: String, fingerprint: String },
     #[error("target {target} has no pinned host key; run `gatehouse target pin {target}`")]
     NoPinnedKey { target: String },
     #[error("target {target} refused gatehouse's key for user {user}")]
@@ -88,7 +87,10 @@ impl Pool {
     }
 
     /// Opens a session channel to the target, reusing a pooled connection when one has room.
-    pub async fn open_channel(&self, access: &TargetAccess) -> Result<UpstreamChannel, UpstreamError> {
+    pub async fn open_channel(
+        &self,
+        access: &TargetAccess,
+    ) -> Result<UpstreamChannel, UpstreamError> {
         let key = (access.target.name.clone(), access.target.user.clone());
         let entry = {
             let mut entries = self.entries.lock().await;
@@ -121,10 +123,14 @@ impl Pool {
                     }
                     None => {
                         // Every connection is full: wait on the least recently created one.
-                        let conn = conns.first().cloned().ok_or_else(|| UpstreamError::Protocol {
-                            target: access.target.name.clone(),
-                            reason: "no connection".into(),
-                        })?;
+                        let conn =
+                            conns
+                                .first()
+                                .cloned()
+                                .ok_or_else(|| UpstreamError::Protocol {
+                                    target: access.target.name.clone(),
+                                    reason: "no connection".into(),
+                                })?;
                         drop(conns);
                         let permit = conn.slots.clone().acquire_owned().await.map_err(|_| {
                             UpstreamError::Protocol {
@@ -137,12 +143,7 @@ impl Pool {
                 }
             };
             match conn.handle.channel_open_session().await {
-                Ok(channel) => {
-                    return Ok(UpstreamChannel {
-                        channel,
-                        permit,
-                    })
-                }
+                Ok(channel) => return Ok(UpstreamChannel { channel, permit }),
                 Err(err) => {
                     tracing::warn!(target_name = %access.target.name, error = %err, "upstream channel open failed; reconnecting");
                     let _ = conn
@@ -165,7 +166,11 @@ impl Pool {
             for conn in entry.lock().await.iter() {
                 let _ = conn
                     .handle
-                    .disconnect(russh::Disconnect::ByApplication, "gatehouse shutting down", "")
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "gatehouse shutting down",
+                        "",
+                    )
                     .await;
             }
         }
@@ -241,7 +246,10 @@ async fn connect(access: &TargetAccess) -> Result<Connection, UpstreamError> {
                 let fingerprint = seen
                     .lock()
                     .ok()
-                    .and_then(|s| s.as_ref().map(|k| k.fingerprint(HashAlg::Sha256).to_string()))
+                    .and_then(|s| {
+                        s.as_ref()
+                            .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+                    })
                     .unwrap_or_else(|| "unknown".into());
                 tracing::error!(target_name = %target.name, %fingerprint, "upstream host key is not pinned");
                 return Err(UpstreamError::HostKeyMismatch {
@@ -289,9 +297,11 @@ pub async fn fetch_host_key(address: &str) -> Result<PublicKey, UpstreamError> {
         pinned: Vec::new(),
         seen: seen.clone(),
     };
-    let result =
-        tokio::time::timeout(CONNECT_TIMEOUT, client::connect(client_config(), address, handler))
-            .await;
+    let result = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        client::connect(client_config(), address, handler),
+    )
+    .await;
     let key = seen.lock().ok().and_then(|s| s.clone());
     match (key, result) {
         (Some(key), _) => Ok(key),

@@ -86,32 +86,127 @@ fn certificates_are_checked_by_gatehouse_not_just_russh() {
 
     // A good certificate from the demo CA works: the baseline for every refusal below.
     let good = keygen(work.path(), "good");
-    let good_cert = sign(&ca, &good, &["-I", "carol", "-n", "carol,group:agents", "-V", "-5m:+10m"]);
+    let good_cert = sign(
+        &ca,
+        &good,
+        &["-I", "carol", "-n", "carol,group:agents", "-V", "-5m:+10m"],
+    );
     let out = try_login(&demo, &good, Some(&good_cert), "demo");
-    assert_eq!(stdout(&out).trim(), "ok", "good certificate refused: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "ok",
+        "good certificate refused: {}",
+        stderr(&out)
+    );
 
     let foreign_ca = keygen(work.path(), "foreign_ca");
     let cases: Vec<(&str, Vec<String>, PathBuf)> = vec![
-        ("foreign CA", vec!["-I", "carol", "-n", "carol,group:agents"].into_iter().map(String::from).collect(), foreign_ca.clone()),
-        ("expired", vec!["-I", "carol", "-n", "carol,group:agents", "-V", "-2h:-1h"].into_iter().map(String::from).collect(), ca.clone()),
-        ("not yet valid", vec!["-I", "carol", "-n", "carol,group:agents", "-V", "+1h:+2h"].into_iter().map(String::from).collect(), ca.clone()),
-        ("host certificate", vec!["-h", "-I", "carol", "-n", "carol,group:agents"].into_iter().map(String::from).collect(), ca.clone()),
-        ("unknown critical option", vec!["-I", "carol", "-n", "carol,group:agents", "-O", "critical:gatehouse-test=1"].into_iter().map(String::from).collect(), ca.clone()),
-        ("force-command", vec!["-I", "carol", "-n", "carol,group:agents", "-O", "force-command=/bin/true"].into_iter().map(String::from).collect(), ca.clone()),
-        ("source-address elsewhere", vec!["-I", "carol", "-n", "carol,group:agents", "-O", "source-address=192.0.2.1/32"].into_iter().map(String::from).collect(), ca.clone()),
+        (
+            "foreign CA",
+            vec!["-I", "carol", "-n", "carol,group:agents"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            foreign_ca.clone(),
+        ),
+        (
+            "expired",
+            vec!["-I", "carol", "-n", "carol,group:agents", "-V", "-2h:-1h"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            ca.clone(),
+        ),
+        (
+            "not yet valid",
+            vec!["-I", "carol", "-n", "carol,group:agents", "-V", "+1h:+2h"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            ca.clone(),
+        ),
+        (
+            "host certificate",
+            vec!["-h", "-I", "carol", "-n", "carol,group:agents"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            ca.clone(),
+        ),
+        (
+            "unknown critical option",
+            vec![
+                "-I",
+                "carol",
+                "-n",
+                "carol,group:agents",
+                "-O",
+                "critical:gatehouse-test=1",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            ca.clone(),
+        ),
+        (
+            "force-command",
+            vec![
+                "-I",
+                "carol",
+                "-n",
+                "carol,group:agents",
+                "-O",
+                "force-command=/bin/true",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            ca.clone(),
+        ),
+        (
+            "source-address elsewhere",
+            vec![
+                "-I",
+                "carol",
+                "-n",
+                "carol,group:agents",
+                "-O",
+                "source-address=192.0.2.1/32",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            ca.clone(),
+        ),
     ];
     for (i, (what, opts, signer)) in cases.iter().enumerate() {
         let key = keygen(work.path(), &format!("k{i}"));
         let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
         let cert = sign(signer, &key, &opts);
         let out = try_login(&demo, &key, Some(&cert), "demo");
-        assert_eq!(out.status.code(), Some(255), "{what}: accepted; stdout {}", stdout(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(255),
+            "{what}: accepted; stdout {}",
+            stdout(&out)
+        );
         assert!(stdout(&out).is_empty(), "{what}");
     }
 
     // source-address that matches loopback is honoured, not merely tolerated.
     let local = keygen(work.path(), "local");
-    let local_cert = sign(&ca, &local, &["-I", "carol", "-n", "carol,group:agents", "-O", "source-address=127.0.0.0/8"]);
+    let local_cert = sign(
+        &ca,
+        &local,
+        &[
+            "-I",
+            "carol",
+            "-n",
+            "carol,group:agents",
+            "-O",
+            "source-address=127.0.0.0/8",
+        ],
+    );
     let out = try_login(&demo, &local, Some(&local_cert), "demo");
     assert_eq!(stdout(&out).trim(), "ok", "{}", stderr(&out));
 
@@ -157,19 +252,53 @@ fn revoked_serial_and_identity_are_refused_while_running() {
     let ca = demo.path().join("ca/user_ca");
     let config = demo.path().join("gatehouse.toml");
     let a = keygen(work.path(), "a");
-    let a_cert = sign(&ca, &a, &["-I", "dave", "-n", "dave,group:agents", "-z", "4242"]);
+    let a_cert = sign(
+        &ca,
+        &a,
+        &["-I", "dave", "-n", "dave,group:agents", "-z", "4242"],
+    );
     let b = keygen(work.path(), "b");
-    let b_cert = sign(&ca, &b, &["-I", "erin", "-n", "erin,group:agents", "-z", "4343"]);
-    assert_eq!(stdout(&try_login(&demo, &a, Some(&a_cert), "demo")).trim(), "ok");
-    assert_eq!(stdout(&try_login(&demo, &b, Some(&b_cert), "demo")).trim(), "ok");
+    let b_cert = sign(
+        &ca,
+        &b,
+        &["-I", "erin", "-n", "erin,group:agents", "-z", "4343"],
+    );
+    assert_eq!(
+        stdout(&try_login(&demo, &a, Some(&a_cert), "demo")).trim(),
+        "ok"
+    );
+    assert_eq!(
+        stdout(&try_login(&demo, &b, Some(&b_cert), "demo")).trim(),
+        "ok"
+    );
 
-    let out = common::gatehouse(&["--config", config.to_str().unwrap(), "ca", "revoke", "--serial", "4242"]);
+    let out = common::gatehouse(&[
+        "--config",
+        config.to_str().unwrap(),
+        "ca",
+        "revoke",
+        "--serial",
+        "4242",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = common::gatehouse(&["--config", config.to_str().unwrap(), "ca", "revoke", "--identity", "erin"]);
+    let out = common::gatehouse(&[
+        "--config",
+        config.to_str().unwrap(),
+        "ca",
+        "revoke",
+        "--identity",
+        "erin",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    assert_eq!(try_login(&demo, &a, Some(&a_cert), "demo").status.code(), Some(255));
-    assert_eq!(try_login(&demo, &b, Some(&b_cert), "demo").status.code(), Some(255));
+    assert_eq!(
+        try_login(&demo, &a, Some(&a_cert), "demo").status.code(),
+        Some(255)
+    );
+    assert_eq!(
+        try_login(&demo, &b, Some(&b_cert), "demo").status.code(),
+        Some(255)
+    );
     let log = demo.log();
     assert!(log.contains("revoked"), "{log}");
 }

@@ -27,7 +27,12 @@ fn killed_command_reports_the_same_as_direct() {
     let cmd = "kill -TERM $$";
     let via = demo.ssh("demo", &[], cmd);
     let direct = demo.ssh("demo-direct", &[], cmd);
-    assert_eq!(via.status.code(), direct.status.code(), "via stderr: {}", stderr(&via));
+    assert_eq!(
+        via.status.code(),
+        direct.status.code(),
+        "via stderr: {}",
+        stderr(&via)
+    );
     assert_ne!(via.status.code(), Some(0));
 }
 
@@ -35,11 +40,17 @@ fn killed_command_reports_the_same_as_direct() {
 fn denied_command_gets_126_and_one_line_and_never_runs() {
     let demo = Demo::start();
     let marker = demo.path().join("denied-marker");
-    let cmd = format!("touch {}; mkfs.ext4 /dev/gatehouse-test-nonexistent", marker.display());
+    let cmd = format!(
+        "touch {}; mkfs.ext4 /dev/gatehouse-test-nonexistent",
+        marker.display()
+    );
     let out = demo.ssh("demo", &[], &cmd);
     assert_eq!(out.status.code(), Some(126), "stderr: {}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.starts_with("gatehouse: denied by rule "), "stderr: {err}");
+    assert!(
+        err.starts_with("gatehouse: denied by rule "),
+        "stderr: {err}"
+    );
     assert_eq!(err.lines().count(), 1, "stderr: {err}");
     assert!(stdout(&out).is_empty());
     assert!(!marker.exists(), "the denied line ran upstream");
@@ -49,10 +60,17 @@ fn denied_command_gets_126_and_one_line_and_never_runs() {
 fn held_command_is_refused_until_approvals_exist() {
     let demo = Demo::start();
     let marker = demo.path().join("held-marker");
-    let cmd = format!("touch {} && systemctl restart gatehouse-test-nonexistent", marker.display());
+    let cmd = format!(
+        "touch {} && systemctl restart gatehouse-test-nonexistent",
+        marker.display()
+    );
     let out = demo.ssh("demo", &[], &cmd);
     assert_eq!(out.status.code(), Some(126), "stderr: {}", stderr(&out));
-    assert!(stderr(&out).starts_with("gatehouse: held by rule "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("gatehouse: held by rule "),
+        "{}",
+        stderr(&out)
+    );
     assert!(!marker.exists());
 }
 
@@ -65,7 +83,12 @@ fn stdin_is_bridged_and_eof_forwarded() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(&[b'x'; 100_000]).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&[b'x'; 100_000])
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(stdout(&out).trim(), "100000");
     assert!(out.status.success());
@@ -106,7 +129,11 @@ fn shell_and_subsystem_requests_are_refused() {
         .unwrap();
     // `ssh HOST ''` sends a shell request.
     assert_ne!(shell.status.code(), Some(0));
-    assert!(stderr(&shell).contains("gatehouse: interactive shells are not available"), "{}", stderr(&shell));
+    assert!(
+        stderr(&shell).contains("gatehouse: interactive shells are not available"),
+        "{}",
+        stderr(&shell)
+    );
 
     let sftp = std::process::Command::new("sftp")
         .arg("-F")
@@ -194,5 +221,8 @@ fn slow_reader_does_not_grow_gatehouse_memory() {
     assert!(child.wait().unwrap().success());
     assert_eq!(total, 300_000_000);
     let grown_mib = stalled.saturating_sub(before) / 1024;
-    assert!(grown_mib < 64, "gatehouse grew by {grown_mib} MiB while the agent did not read");
+    assert!(
+        grown_mib < 64,
+        "gatehouse grew by {grown_mib} MiB while the agent did not read"
+    );
 }

@@ -139,7 +139,9 @@ fn fuzzed_lines_never_panic_and_answer_fast() {
     let mut slowest = Duration::ZERO;
     for i in 0..4000 {
         let input: Vec<u8> = if i % 4 == 0 {
-            (0..rng.random_range(0..200)).map(|_| rng.random()).collect()
+            (0..rng.random_range(0..200))
+                .map(|_| rng.random())
+                .collect()
         } else {
             let base = lines
                 .get(rng.random_range(0..lines.len().max(1)))

@@ -122,14 +122,18 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
     );
     for (i, line) in config.ca.trusted_public_keys.iter().enumerate() {
         trusted.push(PublicKey::from_openssh(line).with_context(|| {
-            format!("{}: ca.trusted_public_keys[{i}] is not an OpenSSH public key", config.path.display())
+            format!(
+                "{}: ca.trusted_public_keys[{i}] is not an OpenSSH public key",
+                config.path.display()
+            )
         })?);
     }
     let revocations_path = revocations_path(&config.server.data_dir);
     let revocations = RevocationWatcher::new(&revocations_path)
         .with_context(|| format!("cannot read {}", revocations_path.display()))?;
 
-    let vault = Vault::open(store, &master_key_path(&config.vault)).context("cannot open the vault")?;
+    let vault =
+        Vault::open(store, &master_key_path(&config.vault)).context("cannot open the vault")?;
     let mut pins = pinned_keys(&config)?;
     let mut access = HashMap::new();
     for target in &config.targets {
@@ -150,7 +154,8 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
         );
     }
     let host_key = gateway::load_or_create_host_key(&config.server.data_dir)?;
-    let auth_failures = gateway::ratelimit::AuthFailures::new(config.server.max_auth_failures_per_minute);
+    let auth_failures =
+        gateway::ratelimit::AuthFailures::new(config.server.max_auth_failures_per_minute);
     Ok(Gateway {
         verifier: CertVerifier::new(trusted),
         revocations,
@@ -208,9 +213,9 @@ pub fn target(cmd: TargetCommand, config_path: &Path) -> anyhow::Result<i32> {
     let config = Config::load(config_path)?;
     match cmd {
         TargetCommand::Pin { name } => {
-            let target = config
-                .target(&name)
-                .with_context(|| format!("no target named {name:?} in {}", config.path.display()))?;
+            let target = config.target(&name).with_context(|| {
+                format!("no target named {name:?} in {}", config.path.display())
+            })?;
             let rt = runtime()?;
             let key = rt.block_on(crate::upstream::fetch_host_key(&target.address))?;
             let line = key.to_openssh().context("cannot encode the host key")?;

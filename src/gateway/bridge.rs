@@ -72,7 +72,9 @@ pub async fn run(
                 // Agents have no business sending extended data; drop it.
                 Frame::ExtendedData(..) => true,
                 Frame::Eof => up_tx.eof().await.is_ok(),
-                Frame::WindowChange(c, r, pw, ph) => up_tx.window_change(c, r, pw, ph).await.is_ok(),
+                Frame::WindowChange(c, r, pw, ph) => {
+                    up_tx.window_change(c, r, pw, ph).await.is_ok()
+                }
                 Frame::Signal(sig) => up_tx.signal(sig).await.is_ok(),
                 Frame::Close => break,
                 Frame::ExitStatus(_) | Frame::ExitSignal { .. } | Frame::ExecRefused => true,
@@ -90,7 +92,9 @@ pub async fn run(
         while let Some((frame, _permit)) = to_agent_rx.recv().await {
             let ok = match frame {
                 Frame::Data(data) => agent_tx.data_bytes(data).await.is_ok(),
-                Frame::ExtendedData(ext, data) => agent_tx.extended_data_bytes(ext, data).await.is_ok(),
+                Frame::ExtendedData(ext, data) => {
+                    agent_tx.extended_data_bytes(ext, data).await.is_ok()
+                }
                 Frame::Eof => agent_tx.eof().await.is_ok(),
                 Frame::ExitStatus(code) => {
                     status = Some(code);
@@ -110,10 +114,15 @@ pub async fn run(
                 }
                 Frame::ExecRefused => {
                     let _ = agent_tx
-                        .extended_data_bytes(1, Bytes::from_static(b"gatehouse: the target refused the exec request\n"))
+                        .extended_data_bytes(
+                            1,
+                            Bytes::from_static(b"gatehouse: the target refused the exec request\n"),
+                        )
                         .await;
                     status = Some(super::channel::EXIT_UPSTREAM_FAILED);
-                    let _ = agent_tx.exit_status(super::channel::EXIT_UPSTREAM_FAILED).await;
+                    let _ = agent_tx
+                        .exit_status(super::channel::EXIT_UPSTREAM_FAILED)
+                        .await;
                     break;
                 }
                 Frame::Close => break,

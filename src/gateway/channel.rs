@@ -224,8 +224,11 @@ async fn bridge(
         let _ = channel
             .extended_data_bytes(
                 1,
-                format!("gatehouse: target {} failed to start the command\n", target.name)
-                    .into_bytes(),
+                format!(
+                    "gatehouse: target {} failed to start the command\n",
+                    target.name
+                )
+                .into_bytes(),
             )
             .await;
         let _ = channel.exit_status(EXIT_UPSTREAM_FAILED).await;

@@ -84,17 +84,18 @@ pub fn load_or_create_host_key(data_dir: &std::path::Path) -> Result<PrivateKey,
         return PrivateKey::read_openssh_file(&path).map_err(|e| err(e.to_string()));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
-    let key = PrivateKey::random(
-        &mut rand::rng(),
-        russh::keys::Algorithm::Ed25519,
-    )
-    .map_err(|e| err(e.to_string()))?;
+    let key = PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)
+        .map_err(|e| err(e.to_string()))?;
     let pem = key
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
         .map_err(|e| err(e.to_string()))?;
     write_private_file(&path, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
-    let public = key.public_key().to_openssh().map_err(|e| err(e.to_string()))?;
-    std::fs::write(path.with_extension("pub"), format!("{public}\n")).map_err(|e| err(e.to_string()))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| err(e.to_string()))?;
+    std::fs::write(path.with_extension("pub"), format!("{public}\n"))
+        .map_err(|e| err(e.to_string()))?;
     tracing::info!(path = %path.display(), "generated gateway host key");
     Ok(key)
 }

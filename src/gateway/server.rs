@@ -189,7 +189,10 @@ impl russh::server::Handler for ConnectionHandler {
         user: &str,
         _key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.fail(user, "plain public key: only certificates from the gatehouse CA are accepted"))
+        Ok(self.fail(
+            user,
+            "plain public key: only certificates from the gatehouse CA are accepted",
+        ))
     }
 
     async fn auth_openssh_certificate(
@@ -218,7 +221,10 @@ impl russh::server::Handler for ConnectionHandler {
         // An unknown target and a missing grant are refused alike, so that login names cannot
         // be used to enumerate targets; only the log tells them apart.
         if self.gateway.config.target(user).is_none() {
-            return Ok(self.fail(user, &format!("identity {}: unknown target", identity.identity)));
+            return Ok(self.fail(
+                user,
+                &format!("identity {}: unknown target", identity.identity),
+            ));
         }
         if !self.gateway.config.granted(&identity.principals, user) {
             return Ok(self.fail(
@@ -248,7 +254,9 @@ impl russh::server::Handler for ConnectionHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(auth) = self.authenticated.clone() else {
-            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         let Some(access) = self.gateway.access.get(&auth.target).cloned() else {
@@ -258,7 +266,9 @@ impl russh::server::Handler for ConnectionHandler {
         if self.channels.fetch_add(1, Ordering::SeqCst) >= MAX_CHANNELS_PER_CONNECTION {
             self.channels.fetch_sub(1, Ordering::SeqCst);
             self.refuse_request("session channel beyond the per-connection limit");
-            reply.reject(russh::ChannelOpenFailure::ResourceShortage).await;
+            reply
+                .reject(russh::ChannelOpenFailure::ResourceShortage)
+                .await;
             return Ok(());
         }
         let ctx = ChannelContext {
@@ -292,9 +302,15 @@ impl russh::server::Handler for ConnectionHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.span.in_scope(|| {
-            tracing::warn!(host = host_to_connect, port = port_to_connect, "port forwarding (direct-tcpip) refused")
+            tracing::warn!(
+                host = host_to_connect,
+                port = port_to_connect,
+                "port forwarding (direct-tcpip) refused"
+            )
         });
-        reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
@@ -306,7 +322,9 @@ impl russh::server::Handler for ConnectionHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.refuse_request("unix socket forwarding (direct-streamlocal)");
-        reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
@@ -317,7 +335,11 @@ impl russh::server::Handler for ConnectionHandler {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         self.span.in_scope(|| {
-            tracing::warn!(address, port = *port, "remote port forwarding (tcpip-forward) refused")
+            tracing::warn!(
+                address,
+                port = *port,
+                "remote port forwarding (tcpip-forward) refused"
+            )
         });
         Ok(false)
     }

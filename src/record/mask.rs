@@ -117,7 +117,9 @@ pub enum MaskError {
         source: regex::Error,
     },
     /// A custom rule's regex matches the empty string and would mask everywhere.
-    #[error("masking rule `{rule}`: the regex matches empty text; make it match at least one character")]
+    #[error(
+        "masking rule `{rule}`: the regex matches empty text; make it match at least one character"
+    )]
     EmptyMatch {
         /// The rule's name.
         rule: String,
@@ -310,7 +312,9 @@ impl MaskRules {
     }
 
     fn kind(&self, det: usize) -> &str {
-        self.detectors.get(det).map_or(PRIVATE_KEY, |d| d.kind.as_str())
+        self.detectors
+            .get(det)
+            .map_or(PRIVATE_KEY, |d| d.kind.as_str())
     }
 
     /// Finds secret spans in `text` (merged, sorted) and the first key-block BEGIN line.
@@ -349,9 +353,10 @@ impl MaskRules {
         let line = text.get(line_start..).unwrap_or_default();
         self.partials.iter().find_map(|(det, re)| {
             let c = re.captures(line)?;
-            let m = c.get(1).or_else(|| c.get(0))?;
+            let m = (1..c.len()).find_map(|k| c.get(k)).or_else(|| c.get(0))?;
             let value = line.get(m.start()..m.end()).unwrap_or_default();
-            let is_assignment = self.detectors.get(*det).map(|d| d.check) == Some(Check::Assignment);
+            let is_assignment =
+                self.detectors.get(*det).map(|d| d.check) == Some(Check::Assignment);
             if is_assignment && !detect::plausible_value(value) {
                 return None;
             }

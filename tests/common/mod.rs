@@ -68,7 +68,8 @@ impl Demo {
             Ok(b) => b,
             Err(_) => {
                 let _ = child.kill();
-                let log = std::fs::read_to_string(dir.path().with_extension("log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dir.path().with_extension("log")).unwrap_or_default();
                 panic!("gatehouse demo did not become ready; its log:\n{log}");
             }
         };
@@ -156,7 +157,10 @@ pub fn stderr(o: &Output) -> String {
 
 /// Runs the gatehouse binary with arguments.
 pub fn gatehouse(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run gatehouse")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run gatehouse")
 }
 
 /// Resident set size of a process in KiB.

@@ -142,27 +142,46 @@ pub(super) fn builtin_pattern(kind: &str) -> Option<(String, Check)> {
 }
 
 /// Patterns that recognise the unfinished start of a secret at the very end of the text, used
-/// when held bytes must be released early (quiet flush): `(kind, pattern)`; capture group 1,
-/// when present, is the part to mask.
+/// when held bytes must be released early (quiet flush): `(kind, pattern)`; the first capture
+/// group that took part, if any, is the part to mask.
 pub(super) fn partial_patterns() -> Vec<(&'static str, String)> {
     vec![
-        ("aws-access-key", r"(?-u)\b(?:AKIA|ASIA)[A-Z0-9]*$".to_owned()),
-        ("github-token", r"(?-u)\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]*$".to_owned()),
+        (
+            "aws-access-key",
+            r"(?-u)\b(?:AKIA|ASIA)[A-Z0-9]*$".to_owned(),
+        ),
+        (
+            "github-token",
+            r"(?-u)\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]*$".to_owned(),
+        ),
         ("gitlab-token", r"(?-u)\bglpat-[A-Za-z0-9_-]*$".to_owned()),
-        ("slack-token", r"(?-u)\bxox[abprs]-[A-Za-z0-9-]*$".to_owned()),
+        (
+            "slack-token",
+            r"(?-u)\bxox[abprs]-[A-Za-z0-9-]*$".to_owned(),
+        ),
         ("stripe-key", r"(?-u)\b[sr]k_live_[A-Za-z0-9]*$".to_owned()),
         ("jwt", r"(?-u)\beyJ[A-Za-z0-9_.-]*$".to_owned()),
-        ("db-password", r"(?-u)\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:([^\s/]*[^\s/0-9][^\s/]*)$".to_owned()),
+        (
+            "db-password",
+            r"(?-u)\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:([^\s/]*[^\s/0-9][^\s/]*)$".to_owned(),
+        ),
         (
             "password",
-            format!(r#"(?i-u){ASSIGN_KEY}["']?[ \t]*[:=][ \t]*["']?([^\s"'&,;<>]+)$"#),
+            format!(
+                r#"(?i-u){ASSIGN_KEY}["']?[ \t]*[:=][ \t]*(?:"([^"\r\n]+)|'([^'\r\n]+)|([^\s"'&,;<>]+))$"#
+            ),
         ),
     ]
 }
 
 /// Confirms a candidate; returns the span to mask (it may be shorter than the match).
 /// `text` is the whole line, the span is in its coordinates.
-pub(super) fn confirm(check: Check, text: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
+pub(super) fn confirm(
+    check: Check,
+    text: &[u8],
+    start: usize,
+    end: usize,
+) -> Option<(usize, usize)> {
     match check {
         Check::Plain => Some((start, end)),
         Check::Card => card(text, start, end),
@@ -183,15 +202,32 @@ pub(super) fn plausible_value(v: &[u8]) -> bool {
     if matches!(first, b'=' | b'$' | b'<' | b'[' | b'%' | b'{') {
         return false;
     }
-    if v.iter().all(|&c| c == b'*' || c == b'x' || c == b'X' || c == b'.') {
+    if v.iter()
+        .all(|&c| c == b'*' || c == b'x' || c == b'X' || c == b'.')
+    {
         return false;
     }
     if v.iter().all(u8::is_ascii_digit) {
         return false;
     }
     const JUNK: &[&str] = &[
-        "true", "false", "null", "none", "nil", "yes", "no", "on", "off", "undefined",
-        "redacted", "masked", "hidden", "required", "optional", "string", "bool",
+        "true",
+        "false",
+        "null",
+        "none",
+        "nil",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "undefined",
+        "redacted",
+        "masked",
+        "hidden",
+        "required",
+        "optional",
+        "string",
+        "bool",
     ];
     !JUNK.iter().any(|j| j.as_bytes().eq_ignore_ascii_case(v))
 }
@@ -276,17 +312,83 @@ pub(super) fn luhn(digits: &[u8]) -> bool {
 
 /// IBAN lengths per country (ISO 13616 registry).
 const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
-    (b"AD", 24), (b"AE", 23), (b"AL", 28), (b"AT", 20), (b"AZ", 28), (b"BA", 20), (b"BE", 16),
-    (b"BG", 22), (b"BH", 22), (b"BR", 29), (b"BY", 28), (b"CH", 21), (b"CR", 22), (b"CY", 28),
-    (b"CZ", 24), (b"DE", 22), (b"DK", 18), (b"DO", 28), (b"EE", 20), (b"EG", 29), (b"ES", 24),
-    (b"FI", 18), (b"FO", 18), (b"FR", 27), (b"GB", 22), (b"GE", 22), (b"GI", 23), (b"GL", 18),
-    (b"GR", 27), (b"GT", 28), (b"HR", 21), (b"HU", 28), (b"IE", 22), (b"IL", 23), (b"IQ", 23),
-    (b"IS", 26), (b"IT", 27), (b"JO", 30), (b"KW", 30), (b"KZ", 20), (b"LB", 28), (b"LC", 32),
-    (b"LI", 21), (b"LT", 20), (b"LU", 20), (b"LV", 21), (b"MC", 27), (b"MD", 24), (b"ME", 22),
-    (b"MK", 19), (b"MR", 27), (b"MT", 31), (b"MU", 30), (b"NL", 18), (b"NO", 15), (b"PK", 24),
-    (b"PL", 28), (b"PS", 29), (b"PT", 25), (b"QA", 29), (b"RO", 24), (b"RS", 22), (b"SA", 24),
-    (b"SC", 31), (b"SE", 24), (b"SI", 19), (b"SK", 24), (b"SM", 27), (b"ST", 25), (b"SV", 28),
-    (b"TL", 23), (b"TN", 24), (b"TR", 26), (b"UA", 29), (b"VA", 22), (b"VG", 24), (b"XK", 20),
+    (b"AD", 24),
+    (b"AE", 23),
+    (b"AL", 28),
+    (b"AT", 20),
+    (b"AZ", 28),
+    (b"BA", 20),
+    (b"BE", 16),
+    (b"BG", 22),
+    (b"BH", 22),
+    (b"BR", 29),
+    (b"BY", 28),
+    (b"CH", 21),
+    (b"CR", 22),
+    (b"CY", 28),
+    (b"CZ", 24),
+    (b"DE", 22),
+    (b"DK", 18),
+    (b"DO", 28),
+    (b"EE", 20),
+    (b"EG", 29),
+    (b"ES", 24),
+    (b"FI", 18),
+    (b"FO", 18),
+    (b"FR", 27),
+    (b"GB", 22),
+    (b"GE", 22),
+    (b"GI", 23),
+    (b"GL", 18),
+    (b"GR", 27),
+    (b"GT", 28),
+    (b"HR", 21),
+    (b"HU", 28),
+    (b"IE", 22),
+    (b"IL", 23),
+    (b"IQ", 23),
+    (b"IS", 26),
+    (b"IT", 27),
+    (b"JO", 30),
+    (b"KW", 30),
+    (b"KZ", 20),
+    (b"LB", 28),
+    (b"LC", 32),
+    (b"LI", 21),
+    (b"LT", 20),
+    (b"LU", 20),
+    (b"LV", 21),
+    (b"MC", 27),
+    (b"MD", 24),
+    (b"ME", 22),
+    (b"MK", 19),
+    (b"MR", 27),
+    (b"MT", 31),
+    (b"MU", 30),
+    (b"NL", 18),
+    (b"NO", 15),
+    (b"PK", 24),
+    (b"PL", 28),
+    (b"PS", 29),
+    (b"PT", 25),
+    (b"QA", 29),
+    (b"RO", 24),
+    (b"RS", 22),
+    (b"SA", 24),
+    (b"SC", 31),
+    (b"SE", 24),
+    (b"SI", 19),
+    (b"SK", 24),
+    (b"SM", 27),
+    (b"ST", 25),
+    (b"SV", 28),
+    (b"TL", 23),
+    (b"TN", 24),
+    (b"TR", 26),
+    (b"UA", 29),
+    (b"VA", 22),
+    (b"VG", 24),
+    (b"XK", 20),
 ];
 
 /// IBAN: exactly the country's length of alphanumerics (single spaces allowed between them),
@@ -311,7 +413,10 @@ fn iban(text: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
         }
     }
     let stop = stop?;
-    if text.get(start + stop).is_some_and(u8::is_ascii_alphanumeric) {
+    if text
+        .get(start + stop)
+        .is_some_and(u8::is_ascii_alphanumeric)
+    {
         return None;
     }
     // Move the first four characters to the end, letters to numbers, remainder mod 97.

@@ -282,7 +282,9 @@ impl Masker {
         });
         if let Some(r) = end.and_then(|s| view.raw_span(&s)) {
             if mode == MaskMode::SameLength {
-                let body = input.get(..r.end.saturating_sub(carried)).unwrap_or_default();
+                let body = input
+                    .get(..r.end.saturating_sub(carried))
+                    .unwrap_or_default();
                 replace(mode, body, PRIVATE_KEY, out);
             }
             let rest = joined.get(r.end..).unwrap_or_default().to_vec();
@@ -327,7 +329,12 @@ fn write_masked(
                 }
             }
         }
-        replace(mode, bytes.get(r.start..r.end).unwrap_or_default(), kind, out);
+        replace(
+            mode,
+            bytes.get(r.start..r.end).unwrap_or_default(),
+            kind,
+            out,
+        );
         pos = r.end;
     }
     out.extend_from_slice(bytes.get(pos..).unwrap_or_default());
