@@ -378,7 +378,7 @@ fn hold_window_is_bounded() {
         for _ in 0..n {
             input.push(b"abcdefgh ijk-/=."[(rng.next() % 16) as usize]);
         }
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             input.push(b'\n');
         }
     }
