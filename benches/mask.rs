@@ -1,5 +1,6 @@
 //! Redactor throughput on ~8 MB of log-like output, pushed in 32 KiB reads as the bridge does:
-//! without secrets (target ≥ 200 MB/s per core) and with a secret every ~50 lines.
+//! without secrets (target ≥ 200 MB/s per core), with a secret every 50 lines, and the same as
+//! coloured PTY output (every line wrapped in SGR codes, so the escape-stripping path runs).
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ const SECRETS: &[&str] = &[
     "Authorization token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
 ];
 
-fn corpus(with_secrets: bool) -> Vec<u8> {
+fn corpus(with_secrets: bool, coloured: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 << 20);
     let mut i = 0usize;
     while out.len() < 8 << 20 {
@@ -33,8 +34,14 @@ fn corpus(with_secrets: bool) -> Vec<u8> {
         } else {
             LINES[i % LINES.len()]
         };
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
+        if coloured {
+            out.extend_from_slice(b"\x1b[32m");
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\x1b[0m\r\n");
+        } else {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
         i += 1;
     }
     out
@@ -54,11 +61,12 @@ fn bench(c: &mut Criterion) {
     let rules = Arc::new(MaskRules::builtin());
     let mut group = c.benchmark_group("mask");
     group.sample_size(20);
-    for (name, secrets) in [
-        ("8MB logs, no secrets", false),
-        ("8MB logs, secret every 50 lines", true),
+    for (name, secrets, coloured) in [
+        ("8MB logs, no secrets", false, false),
+        ("8MB logs, secret every 50 lines", true, false),
+        ("8MB coloured PTY logs, secret every 50 lines", true, true),
     ] {
-        let input = corpus(secrets);
+        let input = corpus(secrets, coloured);
         let mut out = Vec::with_capacity(input.len());
         group.throughput(Throughput::Bytes(input.len() as u64));
         group.bench_function(name, |b| {
