@@ -128,11 +128,7 @@ impl Pool {
                         (conn, permit)
                     }
                     None => {
-<<<<<<< HEAD
                         // Every connection is full: wait for a channel on the first one.
-=======
-                        // Every connection is full: wait on the least recently created one.
->>>>>>> mask
                         let conn =
                             conns
                                 .first()
@@ -154,15 +150,12 @@ impl Pool {
             };
             match conn.handle.channel_open_session().await {
                 Ok(channel) => return Ok(UpstreamChannel { channel, permit }),
-<<<<<<< HEAD
                 Err(russh::Error::ChannelOpenFailure(reason)) => {
                     // The connection is alive but the target wants fewer channels on it: learn
                     // that by retiring this slot for good, and try elsewhere.
                     tracing::debug!(target_name = %access.target.name, ?reason, "target refused a channel; lowering this connection's limit");
                     permit.forget();
                 }
-=======
->>>>>>> mask
                 Err(err) => {
                     tracing::warn!(target_name = %access.target.name, error = %err, "upstream connection lost; reconnecting");
                     let _ = conn
