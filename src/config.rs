@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::record::mask::MaskSettings;
+
 /// Errors found while loading a configuration file. Each names the file and, where known, the line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +49,8 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     /// What is recorded and what happens when recording fails.
     pub recording: RecordingConfig,
+    /// Secret masking applied to target output (targets may override it).
+    pub masking: MaskSettings,
 }
 
 /// `[approvals]`
@@ -141,6 +145,8 @@ pub struct TargetConfig {
     /// Wait or return mode for held commands (an agent may ask for return mode with the
     /// `GATEHOUSE_APPROVAL=return` environment variable).
     pub approval: ApprovalMode,
+    /// Masking for this target's output; `None` uses the global `[masking]`.
+    pub masking: Option<MaskSettings>,
 }
 
 /// `[[grants]]`
@@ -257,6 +263,14 @@ impl Config {
                     "must be at least 1",
                 ));
             }
+            let masking = match t.masking {
+                Some(m) => {
+                    validate_masking(&m)
+                        .map_err(|why| check.invalid(&t.name, &key("masking"), &why))?;
+                    Some(m)
+                }
+                None => None,
+            };
             targets.push(TargetConfig {
                 name: t.name.into_inner(),
                 address: t.address.into_inner(),
@@ -269,6 +283,7 @@ impl Config {
                 policy: policy.into_inner(),
                 max_channels: max_channels.into_inner(),
                 approval: t.approval.unwrap_or(ApprovalMode::Wait),
+                masking,
             });
         }
         let mut grants = Vec::new();
@@ -326,7 +341,14 @@ impl Config {
                 .on_failure
                 .unwrap_or(OnRecordingFailure::Refuse),
         };
+        let masking = raw.masking.unwrap_or_default();
+        validate_masking(&masking).map_err(|why| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: 0,
+            message: format!("masking: {why}"),
+        })?;
         Ok(Config {
+            masking,
             path: path.to_path_buf(),
             server,
             ca,
@@ -392,6 +414,11 @@ impl Checker<'_> {
                 )
             })
     }
+}
+
+/// Checks masking settings (detector names, custom regexes).
+fn validate_masking(settings: &MaskSettings) -> Result<(), String> {
+    crate::record::mask::validate(settings).map_err(|e| e.to_string())
 }
 
 /// Parses `30s`, `10m`, `1h`, `1d` (or bare seconds) into a positive duration.
@@ -521,6 +548,8 @@ mod raw {
         pub approvals: Approvals,
         #[serde(default)]
         pub recording: Recording,
+        #[serde(default)]
+        pub masking: Option<MaskSettings>,
     }
 
     #[derive(Deserialize, Default)]
@@ -595,6 +624,8 @@ mod raw {
         pub max_channels: Option<Spanned<usize>>,
         #[serde(default)]
         pub approval: Option<ApprovalMode>,
+        #[serde(default)]
+        pub masking: Option<MaskSettings>,
     }
 
     #[derive(Deserialize)]

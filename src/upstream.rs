@@ -56,6 +56,11 @@ pub struct TargetAccess {
     pub pinned: Vec<PublicKey>,
     /// The vaulted private key; never leaves this process.
     pub key: Arc<PrivateKey>,
+    /// Compiled masking rules and mode for this target's output; `None` when masking is off.
+    pub mask: Option<(
+        Arc<crate::record::mask::MaskRules>,
+        crate::record::mask::MaskMode,
+    )>,
 }
 
 /// An open channel on a pooled connection, with the permit that counts it against the

@@ -13,7 +13,10 @@ use common::{stderr, stdout, Demo};
 /// A held but harmless command: appends one `x` to `marker` (python inline code is held by
 /// the default policy).
 fn held_command(marker: &std::path::Path) -> String {
-    format!("python3 -c \"open('{}', 'a').write('x')\"", marker.display())
+    format!(
+        "python3 -c \"open('{}', 'a').write('x')\"",
+        marker.display()
+    )
 }
 
 /// Extracts the request id from `gatehouse: held by rule R (ID): ...`.
@@ -85,21 +88,42 @@ fn wait_mode_runs_once_after_approval_and_refuses_after_denial() {
     });
     assert_eq!(out.status.code(), Some(126));
     let err = stderr(&out);
-    assert!(err.lines().last().unwrap().starts_with("gatehouse: denied by reviewer"), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .unwrap()
+            .starts_with("gatehouse: denied by reviewer"),
+        "{err}"
+    );
     assert!(err.contains("not-today"), "{err}");
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x", "denied command ran");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "x",
+        "denied command ran"
+    );
 
     // Everything is on the record: a chain that verifies, and recordings that name the decisions.
     let config = demo.path().join("gatehouse.toml");
     let verify = common::gatehouse(&["--config", config.to_str().unwrap(), "audit", "verify"]);
-    assert!(verify.status.success(), "{}{}", stdout(&verify), stderr(&verify));
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        stdout(&verify),
+        stderr(&verify)
+    );
     let casts: Vec<String> = walk(&demo.path().join("recordings"))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "cast"))
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
-    assert!(casts.iter().any(|c| c.contains("approved by reviewer")), "{casts:?}");
-    assert!(casts.iter().any(|c| c.contains("denied by reviewer")), "{casts:?}");
+    assert!(
+        casts.iter().any(|c| c.contains("approved by reviewer")),
+        "{casts:?}"
+    );
+    assert!(
+        casts.iter().any(|c| c.contains("denied by reviewer")),
+        "{casts:?}"
+    );
 }
 
 #[test]

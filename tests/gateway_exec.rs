@@ -60,11 +60,17 @@ fn denied_command_gets_126_and_one_line_and_never_runs() {
 fn held_command_in_return_mode_exits_75_and_does_not_run() {
     let demo = Demo::start();
     let marker = demo.path().join("held-marker");
-    let cmd = format!("touch {} && systemctl restart gatehouse-test-nonexistent", marker.display());
+    let cmd = format!(
+        "touch {} && systemctl restart gatehouse-test-nonexistent",
+        marker.display()
+    );
     let out = demo.ssh("demo", &["-o", "SetEnv=GATEHOUSE_APPROVAL=return"], &cmd);
     assert_eq!(out.status.code(), Some(75), "stderr: {}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.starts_with("gatehouse: held by rule systemctl-disruptive ("), "{err}");
+    assert!(
+        err.starts_with("gatehouse: held by rule systemctl-disruptive ("),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!marker.exists());
 }

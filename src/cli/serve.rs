@@ -17,6 +17,7 @@ use crate::identity::ca::CertVerifier;
 use crate::identity::revocation::{revocations_path, RevocationWatcher};
 use crate::policy::PolicySet;
 use crate::record::cast::recover_unsealed;
+use crate::record::mask::MaskRules;
 use crate::store::Store;
 use crate::upstream::{Pool, TargetAccess};
 use crate::vault::{master_key_path, Vault};
@@ -147,9 +148,18 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
             tracing::warn!(target_name = %target.name, "no vaulted key; agents cannot reach this target until `gatehouse vault put`");
             continue;
         };
+        let settings = target.masking.as_ref().unwrap_or(&config.masking);
+        let mask = if settings.enabled {
+            let rules = MaskRules::compile(settings)
+                .with_context(|| format!("target {}: masking rules", target.name))?;
+            Some((Arc::new(rules), settings.mode))
+        } else {
+            None
+        };
         access.insert(
             target.name.clone(),
             TargetAccess {
+                mask,
                 target: target.clone(),
                 pinned: pins.remove(&target.name).unwrap_or_default(),
                 key: Arc::new(key),

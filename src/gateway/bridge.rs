@@ -11,15 +11,17 @@
 //! Frames keep their order: EOF, exit status, exit signal and close reach the agent in the order
 //! the target sent them, after all the data before them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use russh::server::{Handle, Msg};
-use russh::{Channel, ChannelMsg, Sig};
+use russh::{Channel, ChannelMsg, ChannelWriteHalf, Sig};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::recording::ExecRecording;
+use crate::record::mask::{MaskMode, MaskRules, Masker, QUIET_FLUSH};
 
 /// Bytes queued per direction at most: four times the SSH window either side grants (2 MiB).
 pub const PIPE_BYTES: usize = 8 * 1024 * 1024;
@@ -60,7 +62,8 @@ pub async fn run(
     handle: Handle,
     recording: ExecRecording,
     record_input: bool,
-) -> Option<u32> {
+    masking: Option<(Arc<MaskRules>, MaskMode)>,
+) -> BridgeEnd {
     let agent_id = agent.id();
     let (agent_rx, agent_tx) = agent.split();
     let (up_rx, up_tx) = upstream.split();
@@ -100,24 +103,41 @@ pub async fn run(
         let _ = up_tx.close().await;
     };
 
-    // Target → agent.
+    // Target → agent: every byte passes the masker, then the recorder, then the agent.
     let write_agent = async move {
         let mut status = None;
-        while let Some((frame, _permit)) = to_agent_rx.recv().await {
+        let mut out = Output {
+            agent: &agent_tx,
+            recording: &recording,
+            stdout: masking.as_ref().map(|m| Masker::new(m.0.clone(), m.1)),
+            stderr: masking.as_ref().map(|m| Masker::new(m.0.clone(), m.1)),
+            scratch: Vec::new(),
+            recording_failed: false,
+        };
+        loop {
+            // Held-back bytes (a possible secret's start) go out after a moment of quiet.
+            let next = if out.has_pending() {
+                match tokio::time::timeout(QUIET_FLUSH, to_agent_rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        if !out.flush().await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                to_agent_rx.recv().await
+            };
+            let Some((frame, _permit)) = next else {
+                break;
+            };
+            if !matches!(frame, Frame::Data(_) | Frame::ExtendedData(..)) && !out.flush().await {
+                break;
+            }
             let ok = match frame {
-                Frame::Data(data) | Frame::ExtendedData(_, data) if !recording.output(&data) => {
-                    // Fail closed: nothing reaches the agent unrecorded.
-                    let _ = agent_tx
-                        .extended_data_bytes(1, Bytes::from_static(RECORDING_FAILED))
-                        .await;
-                    status = Some(super::channel::EXIT_REFUSED);
-                    let _ = agent_tx.exit_status(super::channel::EXIT_REFUSED).await;
-                    break;
-                }
-                Frame::Data(data) => agent_tx.data_bytes(data).await.is_ok(),
-                Frame::ExtendedData(ext, data) => {
-                    agent_tx.extended_data_bytes(ext, data).await.is_ok()
-                }
+                Frame::Data(data) => out.emit(None, &data).await,
+                Frame::ExtendedData(ext, data) => out.emit(Some(ext), &data).await,
                 Frame::Eof => agent_tx.eof().await.is_ok(),
                 Frame::ExitStatus(code) => {
                     status = Some(code);
@@ -152,25 +172,128 @@ pub async fn run(
                 Frame::WindowChange(..) | Frame::Signal(_) => true,
             };
             if !ok {
+                if out.recording_failed {
+                    let _ = agent_tx
+                        .extended_data_bytes(1, Bytes::from_static(RECORDING_FAILED))
+                        .await;
+                    status = Some(super::channel::EXIT_REFUSED);
+                    let _ = agent_tx.exit_status(super::channel::EXIT_REFUSED).await;
+                }
                 break;
             }
         }
         let _ = agent_tx.close().await;
-        status
+        (status, out.counts())
     };
 
     tokio::pin!(write_target);
     tokio::pin!(write_agent);
-    let status = tokio::select! {
-        status = &mut write_agent => status,
+    let (status, masked) = tokio::select! {
+        done = &mut write_agent => done,
         _ = &mut write_target => {
             // The agent closed first: give the target a moment to report and close.
-            tokio::time::timeout(CLOSE_GRACE, &mut write_agent).await.ok().flatten()
+            tokio::time::timeout(CLOSE_GRACE, &mut write_agent)
+                .await
+                .unwrap_or((None, BTreeMap::new()))
         }
     };
     read_agent.abort();
     read_target.abort();
-    status
+    BridgeEnd { status, masked }
+}
+
+/// How a bridged exec ended.
+pub struct BridgeEnd {
+    /// The target's exit status (128+N for a signal); `None` if it closed without one.
+    pub status: Option<u32>,
+    /// Secrets masked in the output, per kind.
+    pub masked: BTreeMap<String, u64>,
+}
+
+/// The agent-bound side of the bridge: masking, recording and sending, per stream.
+struct Output<'a> {
+    agent: &'a ChannelWriteHalf<Msg>,
+    recording: &'a ExecRecording,
+    /// Masker for stdout (`None`: masking off for this target).
+    stdout: Option<Masker>,
+    /// Masker for stderr (a separate stream: a secret never spans the two).
+    stderr: Option<Masker>,
+    /// Reused output buffer.
+    scratch: Vec<u8>,
+    /// Set when the recording failed (fail closed ends the exec).
+    recording_failed: bool,
+}
+
+impl Output<'_> {
+    fn has_pending(&self) -> bool {
+        self.stdout.as_ref().is_some_and(Masker::has_pending)
+            || self.stderr.as_ref().is_some_and(Masker::has_pending)
+    }
+
+    /// Masks, records and sends one chunk; false when the exec must end.
+    async fn emit(&mut self, ext: Option<u32>, data: &Bytes) -> bool {
+        let masker = match ext {
+            None => self.stdout.as_mut(),
+            Some(_) => self.stderr.as_mut(),
+        };
+        let bytes = match masker {
+            Some(m) => {
+                self.scratch.clear();
+                m.push(data, &mut self.scratch);
+                Bytes::copy_from_slice(&self.scratch)
+            }
+            None => data.clone(),
+        };
+        self.send(ext, bytes).await
+    }
+
+    /// Releases everything the maskers hold back.
+    async fn flush(&mut self) -> bool {
+        for ext in [None, Some(1)] {
+            let masker = match ext {
+                None => self.stdout.as_mut(),
+                Some(_) => self.stderr.as_mut(),
+            };
+            if let Some(m) = masker {
+                if m.has_pending() {
+                    self.scratch.clear();
+                    m.flush(&mut self.scratch);
+                    let bytes = Bytes::copy_from_slice(&self.scratch);
+                    if !self.send(ext, bytes).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    async fn send(&mut self, ext: Option<u32>, bytes: Bytes) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
+        if !self.recording.output(&bytes) {
+            self.recording_failed = true;
+            return false;
+        }
+        match ext {
+            None => self.agent.data_bytes(bytes).await.is_ok(),
+            Some(ext) => self.agent.extended_data_bytes(ext, bytes).await.is_ok(),
+        }
+    }
+
+    fn counts(&self) -> BTreeMap<String, u64> {
+        let mut all = BTreeMap::new();
+        for m in [self.stdout.as_ref(), self.stderr.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            for (kind, n) in m.counts() {
+                *all.entry(kind.clone()).or_insert(0) += n;
+            }
+        }
+        all
+    }
 }
 
 /// Reads one side's channel messages into a bounded queue until that side closes; `early`

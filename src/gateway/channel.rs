@@ -18,6 +18,7 @@ use crate::config::ApprovalMode;
 use crate::identity::ca::CertIdentity;
 use crate::policy::{self, Action, Decision};
 use crate::record::cast::RecordingHeader;
+use crate::record::mask::MaskMode;
 use crate::upstream::TargetAccess;
 
 /// Exit status for a command gatehouse refused (policy, reviewer or expiry).
@@ -495,16 +496,46 @@ async fn run_upstream(
         permit,
     } = upstream;
     let record_input = ctx.gateway.config.recording.record_input;
-    let status = super::bridge::run(
+    // PTY output is masked same-length so that the screen keeps its layout.
+    let masking = ctx.access.mask.clone().map(|(rules, mode)| {
+        let mode = if pty.is_some() {
+            MaskMode::SameLength
+        } else {
+            mode
+        };
+        (rules, mode)
+    });
+    let end = super::bridge::run(
         channel,
         early,
         up_channel,
         ctx.handle.clone(),
-        recording,
+        recording.clone(),
         record_input,
+        masking,
     )
     .await;
     drop(permit);
-    tracing::info!(exit_status = ?status, "exec finished");
-    status
+    if !end.masked.is_empty() {
+        let summary = end
+            .masked
+            .iter()
+            .map(|(kind, n)| format!("{kind}={n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        recording.marker(&format!("masked: {summary}"));
+        ctx.gateway
+            .audit_event(
+                "output.masked",
+                serde_json::json!({
+                    "session_id": ctx.session_id.to_string(),
+                    "identity": ctx.identity.identity,
+                    "target": target.name,
+                    "counts": end.masked,
+                }),
+            )
+            .await;
+    }
+    tracing::info!(exit_status = ?end.status, masked = ?end.masked, "exec finished");
+    end.status
 }

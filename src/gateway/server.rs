@@ -326,6 +326,15 @@ impl russh::server::Handler for ConnectionHandler {
                 .await;
             return Ok(());
         };
+        if auth.target == CONSOLE_LOGIN {
+            let gateway = self.gateway.clone();
+            let reviewer = auth.identity.clone();
+            tokio::spawn(
+                super::console::run(gateway, reviewer, channel).instrument(self.span.clone()),
+            );
+            reply.accept().await;
+            return Ok(());
+        }
         let Some(access) = self.gateway.access.get(&auth.target).cloned() else {
             reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
             return Ok(());

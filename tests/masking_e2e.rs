@@ -1,0 +1,76 @@
+//! Masking through the real data path: real `ssh` → gatehouse → real `sshd`. The agent and the
+//! recording see only masks.
+
+mod common;
+
+use common::{stderr, stdout, Demo};
+
+const AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+const CARD: &str = "4111 1111 1111 1111";
+
+fn private_key_block() -> String {
+    let body: String = (0..12)
+        .map(|i| format!("{}\n", "Q".repeat(60 + i % 3)))
+        .collect();
+    format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{body}-----END OPENSSH PRIVATE KEY-----\n")
+}
+
+fn all_recordings(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for day in std::fs::read_dir(dir).unwrap().flatten() {
+        if day.path().is_dir() {
+            for f in std::fs::read_dir(day.path()).unwrap().flatten() {
+                if f.path().extension().is_some_and(|e| e == "cast") {
+                    text.push_str(&std::fs::read_to_string(f.path()).unwrap());
+                }
+            }
+        }
+    }
+    text
+}
+
+#[test]
+fn secrets_in_a_file_reach_neither_agent_nor_recording() {
+    let demo = Demo::start();
+    let file = demo.path().join("secrets.env");
+    let key = private_key_block();
+    std::fs::write(
+        &file,
+        format!("AWS_ACCESS_KEY_ID={AWS_KEY}\n{key}card: {CARD}\nplain line stays\n"),
+    )
+    .unwrap();
+    let out = demo.ssh("demo", &[], &format!("cat {}", file.display()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = stdout(&out);
+    assert!(!seen.contains(AWS_KEY), "{seen}");
+    assert!(!seen.contains("QQQQQQQQ"), "{seen}");
+    assert!(!seen.contains(CARD), "{seen}");
+    assert!(seen.contains("[MASKED:aws-access-key]"), "{seen}");
+    assert!(seen.contains("[MASKED:private-key]"), "{seen}");
+    assert!(seen.contains("[MASKED:card]"), "{seen}");
+    assert!(seen.contains("plain line stays"), "{seen}");
+    // Stop the demo so every recording is sealed, then read them.
+    let dir = demo.path().to_path_buf();
+    let recordings = dir.join("recordings");
+    let text = all_recordings(&recordings);
+    assert!(!text.contains(AWS_KEY));
+    assert!(!text.contains("QQQQQQQQ"));
+    assert!(!text.contains(CARD));
+    assert!(text.contains("masked: "), "{text}");
+}
+
+#[test]
+fn a_secret_written_in_two_pieces_with_a_pause_is_still_masked() {
+    let demo = Demo::start();
+    let (a, b) = AWS_KEY.split_at(9);
+    let out = demo.ssh(
+        "demo",
+        &[],
+        &format!("printf 'key={a}'; sleep 0.3; printf '{b} done\\n'"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = stdout(&out);
+    assert!(!seen.contains(AWS_KEY), "{seen}");
+    assert!(!seen.contains(b), "the second half leaked: {seen}");
+    assert!(seen.contains("done"), "{seen}");
+}
