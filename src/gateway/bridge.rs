@@ -24,7 +24,42 @@ use super::recording::ExecRecording;
 use crate::record::mask::{MaskMode, MaskRules, Masker, QUIET_FLUSH};
 
 /// Bytes queued per direction at most: four times the SSH window either side grants (2 MiB).
-pub const PIPE_BYTES: usize = 8 * 1024 * 1024;
+pub const PIPE_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes queued from the agent above which its SSH window is narrowed (see [`AgentInflow`]).
+pub const CONGESTED_AT: usize = 4 * 1024 * 1024;
+/// The window an agent connection gets while congested, and normally.
+pub const NARROW_WINDOW: u32 = 64 * 1024;
+/// The normal window (matches the server configuration).
+pub const WIDE_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// The agent→target queue of one channel, watched by the connection handler.
+///
+/// russh re-opens an agent's window as soon as data arrives, so a queue that is merely bounded
+/// would, once full, stop the agent connection's whole packet loop — including the window
+/// adjustments the other direction is waiting for, and with `cat` both ways the two connections
+/// then wait on each other forever. Instead, past [`CONGESTED_AT`] queued bytes the handler's
+/// `adjust_window` narrows the window it grants, so the agent itself slows down and the queue
+/// never reaches its bound; the packet loop keeps running.
+#[derive(Clone)]
+pub struct AgentInflow(pub Arc<Semaphore>);
+
+impl AgentInflow {
+    /// A fresh, empty queue budget.
+    pub fn new() -> AgentInflow {
+        AgentInflow(Arc::new(Semaphore::new(PIPE_BYTES)))
+    }
+
+    /// Whether the agent should be slowed down.
+    pub fn congested(&self) -> bool {
+        PIPE_BYTES.saturating_sub(self.0.available_permits()) > CONGESTED_AT
+    }
+}
+
+impl Default for AgentInflow {
+    fn default() -> Self {
+        AgentInflow::new()
+    }
+}
 /// Told to the agent when its exec's recording fails and recording is mandatory.
 const RECORDING_FAILED: &[u8] = b"gatehouse: the session recording failed; ending the command\n";
 /// Frames queued per direction at most (small packets hit this before the byte bound).
@@ -63,6 +98,7 @@ pub async fn run(
     recording: ExecRecording,
     record_input: bool,
     masking: Option<(Arc<MaskRules>, MaskMode)>,
+    inflow: AgentInflow,
 ) -> BridgeEnd {
     let agent_id = agent.id();
     let (agent_rx, agent_tx) = agent.split();
@@ -71,8 +107,13 @@ pub async fn run(
     let (to_target_tx, mut to_target_rx) = mpsc::channel::<Queued>(PIPE_FRAMES);
     let (to_agent_tx, mut to_agent_rx) = mpsc::channel::<Queued>(PIPE_FRAMES);
 
-    let read_agent = tokio::spawn(pump(agent_rx, early, to_target_tx));
-    let read_target = tokio::spawn(pump(up_rx, Vec::new(), to_agent_tx));
+    let read_agent = tokio::spawn(pump(agent_rx, early, to_target_tx, inflow.0.clone()));
+    let read_target = tokio::spawn(pump(
+        up_rx,
+        Vec::new(),
+        to_agent_tx,
+        Arc::new(Semaphore::new(PIPE_BYTES)),
+    ));
     let input_recording = recording.clone();
 
     // Agent → target.
@@ -298,8 +339,12 @@ impl Output<'_> {
 
 /// Reads one side's channel messages into a bounded queue until that side closes; `early`
 /// holds messages read before the bridge started (stdin sent while a command was held).
-async fn pump(mut rx: russh::ChannelReadHalf, early: Vec<ChannelMsg>, queue: mpsc::Sender<Queued>) {
-    let bytes = Arc::new(Semaphore::new(PIPE_BYTES));
+async fn pump(
+    mut rx: russh::ChannelReadHalf,
+    early: Vec<ChannelMsg>,
+    queue: mpsc::Sender<Queued>,
+    bytes: Arc<Semaphore>,
+) {
     let mut early = early.into_iter();
     loop {
         let next = match early.next() {

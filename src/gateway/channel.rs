@@ -52,6 +52,40 @@ pub struct ChannelContext {
     pub handle: Handle,
     /// This channel's number within the connection (recording names).
     pub channel_no: u32,
+    /// The connection's agent→target queues, watched to narrow the agent's window.
+    pub inflows: Inflows,
+}
+
+/// The agent→target queues of one connection's bridged channels, by channel.
+#[derive(Clone, Default)]
+pub struct Inflows(
+    Arc<std::sync::Mutex<std::collections::HashMap<russh::ChannelId, super::bridge::AgentInflow>>>,
+);
+
+impl Inflows {
+    /// Registers a new queue for `id`.
+    pub fn add(&self, id: russh::ChannelId) -> super::bridge::AgentInflow {
+        let inflow = super::bridge::AgentInflow::new();
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(id, inflow.clone());
+        }
+        inflow
+    }
+
+    /// Forgets the queue of a finished channel.
+    pub fn remove(&self, id: russh::ChannelId) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&id);
+        }
+    }
+
+    /// Whether any channel's queue is congested.
+    pub fn congested(&self) -> bool {
+        self.0
+            .lock()
+            .map(|map| map.values().any(super::bridge::AgentInflow::congested))
+            .unwrap_or(true)
+    }
 }
 
 /// A pty the agent asked for; requested upstream for the command it goes with.
@@ -496,6 +530,8 @@ async fn run_upstream(
         permit,
     } = upstream;
     let record_input = ctx.gateway.config.recording.record_input;
+    let agent_id = channel.id();
+    let inflow = ctx.inflows.add(agent_id);
     // PTY output is masked same-length so that the screen keeps its layout.
     let masking = ctx.access.mask.clone().map(|(rules, mode)| {
         let mode = if pty.is_some() {
@@ -513,8 +549,10 @@ async fn run_upstream(
         recording.clone(),
         record_input,
         masking,
+        inflow,
     )
     .await;
+    ctx.inflows.remove(agent_id);
     drop(permit);
     if !end.masked.is_empty() {
         let summary = end

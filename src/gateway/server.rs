@@ -14,7 +14,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tracing::Instrument;
 
-use super::channel::{self, ChannelContext};
+use super::channel::{self, ChannelContext, Inflows};
 use super::{env_allowed, Gateway, CONSOLE_LOGIN, MAX_CHANNELS_PER_CONNECTION};
 use crate::identity::ca::CertIdentity;
 
@@ -93,6 +93,7 @@ impl russh::server::Server for Acceptor {
             authenticated: None,
             channels: Arc::new(AtomicUsize::new(0)),
             channels_opened: 0,
+            inflows: Inflows::default(),
             open: self.open.clone(),
             over_limit,
             span,
@@ -127,6 +128,8 @@ pub struct ConnectionHandler {
     channels: Arc<AtomicUsize>,
     /// Session channels opened so far (numbers recordings).
     channels_opened: u32,
+    /// Agent→target queues of this connection's channels (window narrowing).
+    inflows: Inflows,
     /// Connections open gateway-wide; decremented on drop.
     open: Arc<AtomicUsize>,
     /// Set when the gateway was already at [`super::MAX_CONNECTIONS`]: everything is refused.
@@ -221,6 +224,16 @@ impl ConnectionHandler {
 
 impl russh::server::Handler for ConnectionHandler {
     type Error = russh::Error;
+
+    fn adjust_window(&mut self, _channel: ChannelId, _current: u32) -> u32 {
+        // Called whenever russh re-opens an agent's window: grant little while any of this
+        // connection's queues toward the target is backed up (see `bridge::AgentInflow`).
+        if self.inflows.congested() {
+            super::bridge::NARROW_WINDOW
+        } else {
+            super::bridge::WIDE_WINDOW
+        }
+    }
 
     async fn auth_publickey_offered(
         &mut self,
@@ -356,6 +369,7 @@ impl russh::server::Handler for ConnectionHandler {
             peer: self.peer,
             handle: session.handle(),
             channel_no: self.channels_opened,
+            inflows: self.inflows.clone(),
         };
         let channels = self.channels.clone();
         tokio::spawn(
