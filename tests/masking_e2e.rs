@@ -49,10 +49,16 @@ fn secrets_in_a_file_reach_neither_agent_nor_recording() {
     assert!(seen.contains("[MASKED:private-key]"), "{seen}");
     assert!(seen.contains("[MASKED:card]"), "{seen}");
     assert!(seen.contains("plain line stays"), "{seen}");
-    // Stop the demo so every recording is sealed, then read them.
-    let dir = demo.path().to_path_buf();
-    let recordings = dir.join("recordings");
-    let text = all_recordings(&recordings);
+    // The recording is sealed just after the agent sees its exit status: wait for it.
+    let recordings = demo.path().join("recordings");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = all_recordings(&recordings);
+        if text.contains("\"x\"") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(!text.contains(AWS_KEY));
     assert!(!text.contains("QQQQQQQQ"));
     assert!(!text.contains(CARD));
