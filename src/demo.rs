@@ -110,10 +110,8 @@ impl DemoSshd {
         );
         let config_path = sshd_dir.join("sshd_config");
         std::fs::write(&config_path, config)?;
-        // sshd started as root wants its privilege-separation directory.
-        if user == "root" {
-            let _ = std::fs::create_dir_all("/run/sshd");
-        }
+        // sshd started as root wants its privilege-separation directory (harmless otherwise).
+        let _ = std::fs::create_dir_all("/run/sshd");
         let child = tokio::process::Command::new(SSHD)
             .arg("-D")
             .arg("-e")
@@ -204,7 +202,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     for sub in ["keys", "data", "recordings", "ca"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
-    let user = current_user();
+    let user = args.target_user.clone().unwrap_or_else(current_user);
 
     // Keys: the target's own key (vaulted; also used by demo-direct), the agent's and the reviewer's.
     let (target_key, target_files) = generate_key(&dir.join("keys/target_key"))?;

@@ -40,6 +40,10 @@ pub struct DemoArgs {
     /// Audience for --oidc-issuer.
     #[arg(long)]
     pub oidc_audience: Option<String>,
+    /// The account commands run as on the demo target (default: the current user). The demo
+    /// sshd runs as root when started by root, so it can log in as another local account.
+    #[arg(long, env = "GATEHOUSE_DEMO_TARGET_USER")]
+    pub target_user: Option<String>,
 }
 
 /// `gatehouse target ...`

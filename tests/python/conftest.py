@@ -24,6 +24,9 @@ class Demo:
 
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="gatehouse-py-"))
+        if os.environ.get("GATEHOUSE_DEMO_TARGET_USER"):
+            # Commands on the target run as that unprivileged user and write markers here.
+            os.chmod(self.dir, 0o777)
         self.log_path = self.dir.with_suffix(".log")
         self.proc = subprocess.Popen(
             [BIN, "demo", "--dir", str(self.dir)],
