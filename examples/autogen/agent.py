@@ -153,11 +153,13 @@ async def run_agent(
     client=None,
     console: bool = True,
     on_hold=None,
+    **ssh_options,
 ) -> TaskResult:
-    """Runs the agent once; returns AutoGen's TaskResult (all messages, in order)."""
+    """Runs the agent once; returns AutoGen's TaskResult (all messages, in order).
+    `ssh_options` go to GatehouseSSH (e.g. command_timeout, approval="return")."""
     demo_dir = Path(demo_dir)
     client = client or model_client(host, state_dir(demo_dir))
-    async with build_ssh(demo_dir, host, on_hold=on_hold or print_hold(demo_dir)) as ssh:
+    async with build_ssh(demo_dir, host, on_hold=on_hold or print_hold(demo_dir), **ssh_options) as ssh:
         agent = AssistantAgent(
             "ops",
             model_client=client,

@@ -4,8 +4,8 @@
 
     ssh = GatehouseSSH(
         "bastion.example.com", port=2222,
-        key="~/.config/gatehouse/id_ed25519",          # what `gatehouse login` writes
-        known_hosts="~/.config/gatehouse/known_hosts",  # gatehouse's host key, pinned
+        key="~/.gatehouse/id_ed25519",          # what `gatehouse login` writes
+        known_hosts="~/.gatehouse/known_hosts",  # gatehouse's host key, pinned
         login_command=["gatehouse", "login"],           # re-run when the certificate is about to expire
     )
     agent = AssistantAgent("ops", model_client=..., tools=[ssh.tool()], max_tool_iterations=10)
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -453,9 +452,12 @@ class GatehouseSSH:
     # ---- connections and credentials -----------------------------------------------------------
 
     async def _start(self, host: str, command: str, env: dict) -> asyncssh.SSHClientProcess:
-        """Opens a channel and starts the command, reconnecting once if the pooled connection died.
+        """Opens a channel and starts the command.
 
-        A retry happens only when no channel was opened, so no command is ever sent twice."""
+        A pooled connection that is found closed is replaced before use. If gatehouse refuses to open
+        the channel, nothing was sent, so this retries once on a fresh connection. Any other failure
+        may have happened after the exec request left, so the command is never resent: the error
+        says it may or may not have run (the next call reconnects)."""
         for attempt in (1, 2):
             conn = await self._connection(host)
             try:
@@ -464,18 +466,20 @@ class GatehouseSSH:
                 self._drop(host)
                 if attempt == 2:
                     raise GatehouseError(f"gatehouse refused a session on {host}: {e.reason}") from None
-            except (asyncssh.Error, OSError, ConnectionError):
+            except (asyncssh.Error, OSError, ConnectionError) as e:
                 self._drop(host)
-                if attempt == 2:
-                    raise GatehouseError("lost the connection to gatehouse twice; try again later") from None
+                raise GatehouseError(
+                    f"the connection to gatehouse failed while starting the command ({type(e).__name__}); "
+                    "it may or may not have run: check before sending it again"
+                ) from None
         raise AssertionError("unreachable")
 
     async def _connection(self, host: str) -> asyncssh.SSHClientConnection:
         lock = self._locks.setdefault(host, asyncio.Lock())
         async with lock:
-            renewed = await self._ensure_fresh_certificate()
+            await self._ensure_fresh_certificate()
             conn = self._conns.get(host)
-            if conn is not None and not renewed and not _closed(conn):
+            if conn is not None and not _closed(conn):
                 return conn
             if conn is not None:
                 self._drop(host)
@@ -541,7 +545,8 @@ class GatehouseSSH:
 
     async def _ensure_fresh_certificate(self) -> bool:
         """Runs the login command if the certificate expires within `renew_before` seconds.
-        Returns True when new credentials were loaded (existing connections are then replaced)."""
+        Returns True when new credentials were loaded; they are used by the next new connection
+        (connections already logged in stay open)."""
         async with self._login_lock:
             expires = self.certificate_expires_at()
             if expires is not None and expires - time.time() > self.renew_before:
@@ -578,8 +583,3 @@ def _signal_number(name: str) -> int:
         return int(getattr(signal, "SIG" + name))
     except (AttributeError, TypeError, ValueError):
         return 0
-
-
-def quote(*argv: str) -> str:
-    """Shell-quotes an argv into one command line (for building commands safely)."""
-    return " ".join(shlex.quote(a) for a in argv)
