@@ -98,7 +98,7 @@ def scripted_plan(host: str, state: Path) -> list:
             "a human-approved approach (e.g. logrotate). Next, restart the web service "
             "(in this demo, a stand-in command that records the restart).",
         ),
-        "Report:\n"
+        "Report (offline scripted model: this text is fixed; the tool results above are real):\n"
         "1. Disk usage checked with `df -h /` (allowed by gatehouse, ran on the host).\n"
         "2. Deleting /var/log was blocked by gatehouse rule rm-recursive-root (recursive deletion of a "
         "system directory). I did not retry it; please rotate or prune logs with logrotate instead.\n"
