@@ -50,6 +50,9 @@ def state_dir(demo_dir: Path) -> Path:
     """Where the scripted plan's commands leave their marker files (inside the demo directory)."""
     d = demo_dir / "autogen-state"
     d.mkdir(parents=True, exist_ok=True)
+    # The target account may not be the one running this script (the demo's --target-user):
+    # let it leave its markers here.
+    d.chmod(0o1777)
     return d
 
 
