@@ -279,8 +279,7 @@ fn resize_to_large_and_tiny_screens_does_not_panic() {
             b"\t",
         ] {
             app.handle_input(keys);
-            let bytes = app.render();
-            assert!(!bytes.is_empty() || keys.is_empty() || true);
+            let _ = app.render();
             let _ = app.screen_text();
         }
     }
