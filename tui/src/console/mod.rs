@@ -316,7 +316,7 @@ impl ConsoleApp {
             }
             (Tab::Recordings, Key::Enter) => {
                 let visible = self.visible_recordings();
-                let index = self.selected[Tab::Recordings.index()];
+                let index = self.selection(Tab::Recordings);
                 if let Some(item) = visible.get(index) {
                     return Some(Action::OpenRecording(item.path.clone()));
                 }
@@ -451,8 +451,13 @@ impl ConsoleApp {
         }
     }
 
+    /// The selected row of `tab`.
+    pub(crate) fn selection(&self, tab: Tab) -> usize {
+        self.selected.get(tab.index()).copied().unwrap_or(0)
+    }
+
     pub(crate) fn selected_pending(&self) -> Option<&PendingItem> {
-        self.pending.get(self.selected[Tab::Pending.index()])
+        self.pending.get(self.selection(Tab::Pending))
     }
 
     /// Recordings that pass the filter, in the server's order.

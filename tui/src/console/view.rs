@@ -207,7 +207,7 @@ fn draw_pending(app: &ConsoleApp, area: Rect, buf: &mut Buffer) {
             ListItem::new(Text::from(vec![head, Line::from(cmd), rule]))
         })
         .collect();
-    let mut state = ListState::default().with_selected(Some(app.selected[0]));
+    let mut state = ListState::default().with_selected(Some(app.selection(Tab::Pending)));
     let list = List::new(items)
         .highlight_symbol("▌")
         // Bold only: a background here would hide the highlighted part of the command.
@@ -374,7 +374,7 @@ fn draw_sessions(app: &ConsoleApp, area: Rect, buf: &mut Buffer) {
     )
     .header(Row::new(["identity", "target", "age", "command", "client"]).style(bold()))
     .row_highlight_style(selected_style());
-    let mut state = TableState::default().with_selected(Some(app.selected[1]));
+    let mut state = TableState::default().with_selected(Some(app.selection(Tab::Sessions)));
     StatefulWidget::render(table, rest, buf, &mut state);
 }
 
@@ -412,7 +412,7 @@ fn draw_recordings(app: &ConsoleApp, area: Rect, buf: &mut Buffer) {
     )
     .header(Row::new(["started (UTC)", "identity", "target", "decision", "exit"]).style(bold()))
     .row_highlight_style(selected_style());
-    let mut state = TableState::default().with_selected(Some(app.selected[2]));
+    let mut state = TableState::default().with_selected(Some(app.selection(Tab::Recordings)));
     StatefulWidget::render(table, rest, buf, &mut state);
 }
 
