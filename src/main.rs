@@ -50,6 +50,11 @@ enum Command {
     /// Targets: pin host keys.
     #[command(subcommand)]
     Target(cli::serve::TargetCommand),
+    /// Play a session recording (any asciicast v2 file) in this terminal.
+    Replay {
+        /// The .cast file.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Command::Vault(cmd) => cli::admin::run_vault(cmd, &args.config),
         Command::Audit(cmd) => cli::audit::run(cmd, &args.config),
         Command::Target(cmd) => cli::serve::target(cmd, &args.config),
+        Command::Replay { file } => cli::replay::run(&file),
     };
     match result {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),

@@ -3,4 +3,5 @@
 pub mod admin;
 pub mod audit;
 pub mod policy;
+pub mod replay;
 pub mod serve;
