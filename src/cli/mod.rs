@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod audit;
+pub mod login;
 pub mod policy;
 pub mod serve;
