@@ -48,8 +48,10 @@ impl KeySet {
         let mut jwt = Vec::new();
         let mut oidc = Vec::new();
         for key in raw.keys {
-            // A private key in a public JWKS is a provider bug; never hold on to it.
-            if key.get("d").is_some() {
+            // A private key in a public JWKS is a provider bug; never hold on to it. Symmetric
+            // ("oct") and unknown key types are never signature keys for us.
+            let kty = key.get("kty").and_then(serde_json::Value::as_str);
+            if key.get("d").is_some() || !matches!(kty, Some("RSA" | "EC" | "OKP")) {
                 continue;
             }
             if let Ok(k) = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(key.clone()) {
@@ -139,7 +141,17 @@ impl JwksCache {
             return cached.ok_or(JwksError::Backoff);
         }
         state.last = Some(Instant::now());
-        let keys = Arc::new(self.fetch_keys(&mut state).await?);
+        let keys = match self.fetch_keys(&mut state).await {
+            Ok(keys) => Arc::new(keys),
+            // The keys we hold are still good; the token's kid is simply not among them.
+            Err(err) => match cached {
+                Some(keys) => {
+                    tracing::warn!(issuer = %self.issuer, error = %err, "JWKS refresh failed; keeping the cached keys");
+                    return Ok(keys);
+                }
+                None => return Err(err),
+            },
+        };
         if let Ok(mut current) = self.current.write() {
             *current = Some(keys.clone());
         }
