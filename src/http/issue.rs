@@ -160,8 +160,8 @@ pub(super) async fn issue(
             if refused.why != Refusal::RateLimited {
                 let audit = state.audit.clone();
                 let result = tokio::task::spawn_blocking(move || audit.append("cert.refused", record)).await;
-                if !matches!(result, Ok(Ok(_))) {
-                    tracing::error!("cannot audit a refused certificate request");
+                if let Ok(Err(err)) = result {
+                    tracing::error!(error = %err, "cannot audit a refused certificate request");
                 }
             }
             refused.into_response()
@@ -281,13 +281,17 @@ async fn handle(
         "key_fingerprint": known.fingerprint,
         "valid_after": response.valid_after,
         "valid_before": response.valid_before,
-        "kind": match verified.kind { IssuerKind::Agent => "agent", IssuerKind::Human => "human" },
+        "issuer_kind": match verified.kind { IssuerKind::Agent => "agent", IssuerKind::Human => "human" },
         "source": peer.ip().to_string(),
     });
     let audit = state.audit.clone();
     match tokio::task::spawn_blocking(move || audit.append("cert.issued", record)).await {
         Ok(Ok(_)) => {}
-        _ => return Err(internal("cannot write the audit record")),
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "cannot audit an issued certificate; withholding it");
+            return Err(internal("cannot write the audit record"));
+        }
+        Err(_) => return Err(internal("cannot write the audit record")),
     }
     state.metrics.issued();
     tracing::info!(identity = %response.identity, serial = response.serial, source = %peer.ip(), "certificate issued");
