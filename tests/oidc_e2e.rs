@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -472,21 +472,27 @@ async fn gatehouse_login_client_credentials_and_device_flow() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let mut code = None;
-    let started = Instant::now();
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if let Some(rest) = line.split("enter the code ").nth(1) {
-            code = Some(rest.trim().to_string());
-            break;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rest = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(code) = line.split("enter the code ").nth(1) {
+                let _ = tx.send(code.trim().to_string());
+            }
+            all.push_str(&line);
+            all.push('\n');
         }
-        assert!(started.elapsed() < Duration::from_secs(30));
-    }
-    let code = code.expect("login printed the user code");
+        all
+    });
+    let code = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("login printed the user code");
     let approved = reqwest::get(format!("{}/test/approve?user_code={code}", idp.issuer())).await.unwrap();
     assert_eq!(approved.status(), 200, "{}", approved.text().await.unwrap());
     let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let stderr = rest.join().unwrap();
+    assert!(output.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("identity:   alice@example.com"), "{stdout}");
     assert!(stdout.contains("group:humans"), "{stdout}");
     let cert = Certificate::read_file(&out.join("id_ed25519-cert.pub")).unwrap();
