@@ -37,7 +37,10 @@ fn bench(c: &mut Criterion) {
         authorized_parties: vec!["gatehouse".into()],
         jwks_min_refresh: Duration::from_secs(3600),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let verifier = OidcVerifier::new(&[issuer], http_client().unwrap());
     let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "alg": "EdDSA",
                                 "x": URL_SAFE_NO_PAD.encode(public)}]});
@@ -58,20 +61,23 @@ fn bench(c: &mut Criterion) {
     let user = PrivateKey::from(Ed25519Keypair::from_seed(&[9u8; 32]));
     let proof = sign_proof(&user, token.as_bytes()).unwrap();
 
-    c.bench_function("issuance: verify token + proof + sign certificate (JWKS cached)", |b| {
-        b.iter(|| {
-            let verified = rt.block_on(verifier.verify(&token, now)).unwrap();
-            verify_proof(user.public_key(), &proof, token.as_bytes()).unwrap();
-            ca.issue(&CertRequest {
-                identity: verified.caller.identity,
-                groups: verified.caller.groups,
-                ttl: verified.ttl,
-                public_key: user.public_key().clone(),
-                permit_pty: false,
+    c.bench_function(
+        "issuance: verify token + proof + sign certificate (JWKS cached)",
+        |b| {
+            b.iter(|| {
+                let verified = rt.block_on(verifier.verify(&token, now)).unwrap();
+                verify_proof(user.public_key(), &proof, token.as_bytes()).unwrap();
+                ca.issue(&CertRequest {
+                    identity: verified.caller.identity,
+                    groups: verified.caller.groups,
+                    ttl: verified.ttl,
+                    public_key: user.public_key().clone(),
+                    permit_pty: false,
+                })
+                .unwrap()
             })
-            .unwrap()
-        })
-    });
+        },
+    );
 }
 
 criterion_group!(benches, bench);

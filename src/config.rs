@@ -351,8 +351,7 @@ impl Config {
             line: 0,
             message: format!("masking: {why}"),
         })?;
-        let issuance =
-            issuance::resolve(raw.http, raw.oidc, server.http_listen, &check, &resolve)?;
+        let issuance = issuance::resolve(raw.http, raw.oidc, server.http_listen, &check, &resolve)?;
         Ok(Config {
             issuance,
             masking,

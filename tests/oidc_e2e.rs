@@ -32,7 +32,11 @@ const RESOURCE: &str = "https://gatehouse.test";
 const CLIENT_SECRET: &str = "agent-ci-secret-0123456789";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn now() -> u64 {
@@ -225,7 +229,10 @@ async fn post_raw(url: &str, token: &str, body: Vec<u8>) -> (u16, Value) {
         .unwrap();
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// A client-credentials access token from the provider.
@@ -233,14 +240,21 @@ async fn provider_token(idp: &Idp, resource: &str) -> String {
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/token", idp.issuer()))
         .basic_auth("agent-ci", Some(CLIENT_SECRET))
-        .form(&[("grant_type", "client_credentials"), ("resource", resource), ("scope", "ssh")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", resource),
+            ("scope", "ssh"),
+        ])
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    answer["access_token"].as_str().unwrap_or_else(|| panic!("{answer}")).to_string()
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_string()
 }
 
 fn claims(issuer: &str) -> Value {
@@ -275,22 +289,44 @@ async fn provider_tokens_issue_and_hostile_tokens_do_not() {
     assert!(cert.extensions().is_empty(), "agents get no extensions");
     let cert_file = gh.dir.path().join("agent-cert.pub");
     std::fs::write(&cert_file, format!("{}\n", answer.certificate)).unwrap();
-    let listed = Command::new("ssh-keygen").arg("-L").arg("-f").arg(&cert_file).output().unwrap();
-    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let listed = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(&cert_file)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     let listed = String::from_utf8_lossy(&listed.stdout).to_string();
-    assert!(listed.contains("group:agents") && listed.contains("Key ID: \"agent-ci\""), "{listed}");
+    assert!(
+        listed.contains("group:agents") && listed.contains("Key ID: \"agent-ci\""),
+        "{listed}"
+    );
     let ca_pub = std::fs::read_to_string(gh.ca_pub()).unwrap();
     let ca_key = russh::keys::PublicKey::from_openssh(ca_pub.trim()).unwrap();
-    assert_eq!(cert.signature_key(), ca_key.key_data(), "signed by gatehouse's CA");
+    assert_eq!(
+        cert.signature_key(),
+        ca_key.key_data(),
+        "signed by gatehouse's CA"
+    );
     let audit = gh.audit();
     assert!(audit.contains("\"cert.issued\"") && audit.contains(&answer.serial.to_string()));
-    assert!(!audit.contains(&token), "the token must never reach the audit log");
+    assert!(
+        !audit.contains(&token),
+        "the token must never reach the audit log"
+    );
     assert_eq!(gh.issued(), 1);
 
     // Replayed jti: the very same request again.
     let (status, body) = request(&gh.url, &token, &k, None).await;
     assert_eq!(status, 401, "replay: {body}");
-    assert!(body["message"].as_str().unwrap().contains("already used"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("already used"),
+        "{body}"
+    );
 
     // The hostile matrix. Each: the status, and nothing issued.
     let other = SigningKey::new("k1");
@@ -301,7 +337,12 @@ async fn provider_tokens_issue_and_hostile_tokens_do_not() {
         h.kid = Some("k1".into());
         h.typ = Some("at+jwt".into());
         let public_jwk_x = URL_SAFE_NO_PAD.encode(key.public());
-        jsonwebtoken::encode(&h, &claims(&iss), &EncodingKey::from_secret(public_jwk_x.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &h,
+            &claims(&iss),
+            &EncodingKey::from_secret(public_jwk_x.as_bytes()),
+        )
+        .unwrap()
     };
     let none = format!(
         "{}.{}.",
@@ -314,28 +355,118 @@ async fn provider_tokens_issue_and_hostile_tokens_do_not() {
         ("alg none", none, 401),
         ("HS256 keyed with the public key", hs256, 401),
         ("wrong audience (real provider token)", wrong_audience, 401),
-        ("untrusted issuer", real(&with(&iss, |c| { c.insert("iss".into(), json!("http://127.0.0.1:9/evil")); })), 401),
-        ("impostor: same iss and kid, other key", other.sign(&claims(&iss)), 401),
-        ("expired", real(&with(&iss, |c| { c.insert("exp".into(), json!(t - 120)); c.insert("iat".into(), json!(t - 400)); })), 401),
-        ("nbf in the future", real(&with(&iss, |c| { c.insert("nbf".into(), json!(t + 600)); })), 401),
-        ("iat too old", real(&with(&iss, |c| { c.insert("iat".into(), json!(t - 3600)); c.insert("exp".into(), json!(t + 3600)); })), 401),
+        (
+            "untrusted issuer",
+            real(&with(&iss, |c| {
+                c.insert("iss".into(), json!("http://127.0.0.1:9/evil"));
+            })),
+            401,
+        ),
+        (
+            "impostor: same iss and kid, other key",
+            other.sign(&claims(&iss)),
+            401,
+        ),
+        (
+            "expired",
+            real(&with(&iss, |c| {
+                c.insert("exp".into(), json!(t - 120));
+                c.insert("iat".into(), json!(t - 400));
+            })),
+            401,
+        ),
+        (
+            "nbf in the future",
+            real(&with(&iss, |c| {
+                c.insert("nbf".into(), json!(t + 600));
+            })),
+            401,
+        ),
+        (
+            "iat too old",
+            real(&with(&iss, |c| {
+                c.insert("iat".into(), json!(t - 3600));
+                c.insert("exp".into(), json!(t + 3600));
+            })),
+            401,
+        ),
         ("unknown kid", unknown_kid.sign(&claims(&iss)), 401),
-        ("group with comma", real(&with(&iss, |c| { c.insert("groups".into(), json!(["a,b"])); })), 403),
-        ("group with newline", real(&with(&iss, |c| { c.insert("groups".into(), json!(["a\nb"])); })), 403),
-        ("group with NUL", real(&with(&iss, |c| { c.insert("groups".into(), json!(["a\u{0}b"])); })), 403),
-        ("uppercase group", real(&with(&iss, |c| { c.insert("groups".into(), json!(["Agents"])); })), 403),
-        ("200-character group", real(&with(&iss, |c| { c.insert("groups".into(), json!(["a".repeat(200)])); })), 403),
-        ("identity with comma", real(&with(&iss, |c| { c.insert("sub".into(), json!("ci,root")); })), 403),
-        ("identity with newline", real(&with(&iss, |c| { c.insert("sub".into(), json!("ci\nroot")); })), 403),
-        ("uppercase identity", real(&with(&iss, |c| { c.insert("sub".into(), json!("Root")); })), 403),
-        ("200-character identity", real(&with(&iss, |c| { c.insert("sub".into(), json!("a".repeat(200))); })), 403),
+        (
+            "group with comma",
+            real(&with(&iss, |c| {
+                c.insert("groups".into(), json!(["a,b"]));
+            })),
+            403,
+        ),
+        (
+            "group with newline",
+            real(&with(&iss, |c| {
+                c.insert("groups".into(), json!(["a\nb"]));
+            })),
+            403,
+        ),
+        (
+            "group with NUL",
+            real(&with(&iss, |c| {
+                c.insert("groups".into(), json!(["a\u{0}b"]));
+            })),
+            403,
+        ),
+        (
+            "uppercase group",
+            real(&with(&iss, |c| {
+                c.insert("groups".into(), json!(["Agents"]));
+            })),
+            403,
+        ),
+        (
+            "200-character group",
+            real(&with(&iss, |c| {
+                c.insert("groups".into(), json!(["a".repeat(200)]));
+            })),
+            403,
+        ),
+        (
+            "identity with comma",
+            real(&with(&iss, |c| {
+                c.insert("sub".into(), json!("ci,root"));
+            })),
+            403,
+        ),
+        (
+            "identity with newline",
+            real(&with(&iss, |c| {
+                c.insert("sub".into(), json!("ci\nroot"));
+            })),
+            403,
+        ),
+        (
+            "uppercase identity",
+            real(&with(&iss, |c| {
+                c.insert("sub".into(), json!("Root"));
+            })),
+            403,
+        ),
+        (
+            "200-character identity",
+            real(&with(&iss, |c| {
+                c.insert("sub".into(), json!("a".repeat(200)));
+            })),
+            403,
+        ),
     ];
     for (name, token, expected) in &cases {
         let (status, body) = request(&gh.url, token, &user_key(), None).await;
         assert_eq!(status, *expected, "{name}: {body}");
         let message = body["message"].as_str().unwrap_or_default();
-        assert!(!message.is_empty(), "{name}: error says what was wrong: {body}");
-        assert!(!message.contains(token.as_str()) && !body.to_string().contains(token.as_str()), "{name}: echoed the token");
+        assert!(
+            !message.is_empty(),
+            "{name}: error says what was wrong: {body}"
+        );
+        assert!(
+            !message.contains(token.as_str()) && !body.to_string().contains(token.as_str()),
+            "{name}: echoed the token"
+        );
         assert_eq!(gh.issued(), 1, "{name}: nothing issued");
     }
 
@@ -362,7 +493,13 @@ async fn provider_tokens_issue_and_hostile_tokens_do_not() {
         let (status, answer) = post_raw(&gh.url, &fresh, body.to_vec()).await;
         assert_eq!(status, 400, "{answer}");
     }
-    let (status, _) = request(&gh.url, &fresh, &user_key(), Some("-----BEGIN SSH SIGNATURE-----\n".into())).await;
+    let (status, _) = request(
+        &gh.url,
+        &fresh,
+        &user_key(),
+        Some("-----BEGIN SSH SIGNATURE-----\n".into()),
+    )
+    .await;
     assert_eq!(status, 401);
     let (status, answer) = post_raw(&gh.url, &fresh, vec![b' '; 64 * 1024]).await;
     assert_eq!(status, 413, "{answer}");
@@ -371,8 +508,16 @@ async fn provider_tokens_issue_and_hostile_tokens_do_not() {
     assert_eq!(gh.issued(), 3);
 
     // Metrics count refusals by reason; the audit log has every refusal, never a token.
-    let metrics = reqwest::get(format!("{}/metrics", gh.url)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("gatehouse_certificates_issued_total 3"), "{metrics}");
+    let metrics = reqwest::get(format!("{}/metrics", gh.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gatehouse_certificates_issued_total 3"),
+        "{metrics}"
+    );
     assert!(metrics.contains("{reason=\"replay\"} 2"), "{metrics}");
     assert!(metrics.contains("{reason=\"policy\"} 9"), "{metrics}");
     let audit = gh.audit();
@@ -380,7 +525,13 @@ async fn provider_tokens_issue_and_hostile_tokens_do_not() {
     for (_, token, _) in &cases {
         assert!(!audit.contains(token.as_str()));
     }
-    assert_eq!(reqwest::get(format!("{}/healthz", gh.url)).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", gh.url))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     idp.stop();
 }
 
@@ -412,9 +563,16 @@ async fn key_rotation_refreshes_the_jwks() {
 
 fn login(gh: &Gatehouse, idp: &Idp, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(["login", "--server", &gh.url, "--issuer", &idp.issuer(), "--out"])
-        .arg(out)
-        .args(extra);
+    cmd.args([
+        "login",
+        "--server",
+        &gh.url,
+        "--issuer",
+        &idp.issuer(),
+        "--out",
+    ])
+    .arg(out)
+    .args(extra);
     cmd
 }
 
@@ -430,32 +588,60 @@ async fn gatehouse_login_client_credentials_and_device_flow() {
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = gh.dir.path().join("agent");
     for round in 0..2 {
-        let run = login(&gh, &idp, &out, &["--client-id", "agent-ci", "--client-secret-file"])
-            .arg(&secret)
-            .args(["--resource", RESOURCE])
-            .output()
-            .unwrap();
+        let run = login(
+            &gh,
+            &idp,
+            &out,
+            &["--client-id", "agent-ci", "--client-secret-file"],
+        )
+        .arg(&secret)
+        .args(["--resource", RESOURCE])
+        .output()
+        .unwrap();
         let stdout = String::from_utf8_lossy(&run.stdout);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(run.status.success(), "round {round}: {stdout}{stderr}");
         assert!(stdout.contains("identity:   agent-ci"), "{stdout}");
         assert!(!stdout.contains(CLIENT_SECRET) && !stderr.contains(CLIENT_SECRET));
     }
-    let listed = Command::new("ssh-keygen").arg("-L").arg("-f").arg(out.join("id_ed25519-cert.pub")).output().unwrap();
+    let listed = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(out.join("id_ed25519-cert.pub"))
+        .output()
+        .unwrap();
     assert!(listed.status.success());
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.contains("group:agents"), "{listed}");
     use std::os::unix::fs::PermissionsExt;
     for (file, mode) in [("id_ed25519", 0o600), ("id_ed25519-cert.pub", 0o600)] {
-        assert_eq!(std::fs::metadata(out.join(file)).unwrap().permissions().mode() & 0o777, mode, "{file}");
+        assert_eq!(
+            std::fs::metadata(out.join(file))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            mode,
+            "{file}"
+        );
     }
     // The key and certificate belong together (ssh-keygen derives the same public key).
-    let derived = Command::new("ssh-keygen").arg("-y").arg("-f").arg(out.join("id_ed25519")).output().unwrap();
+    let derived = Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(out.join("id_ed25519"))
+        .output()
+        .unwrap();
     let cert = Certificate::read_file(&out.join("id_ed25519-cert.pub")).unwrap();
-    let derived = russh::keys::PublicKey::from_openssh(String::from_utf8_lossy(&derived.stdout).trim()).unwrap();
+    let derived =
+        russh::keys::PublicKey::from_openssh(String::from_utf8_lossy(&derived.stdout).trim())
+            .unwrap();
     assert_eq!(derived.key_data(), cert.public_key());
     let snippet = std::fs::read_to_string(out.join("ssh_config")).unwrap();
-    assert!(snippet.contains("CertificateFile") && snippet.contains("IdentityFile"), "{snippet}");
+    assert!(
+        snippet.contains("CertificateFile") && snippet.contains("IdentityFile"),
+        "{snippet}"
+    );
     assert_eq!(gh.issued(), 2);
 
     // People: device flow against a gatehouse that trusts the provider's ID tokens for humans.
@@ -466,11 +652,16 @@ async fn gatehouse_login_client_credentials_and_device_flow() {
     ))
     .await;
     let out = human.dir.path().join("human");
-    let mut child = login(&human, &idp, &out, &["--client-id", "human-cli", "--device"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = login(
+        &human,
+        &idp,
+        &out,
+        &["--client-id", "human-cli", "--device"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let rest = std::thread::spawn(move || {
@@ -487,16 +678,24 @@ async fn gatehouse_login_client_credentials_and_device_flow() {
     let code = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("login printed the user code");
-    let approved = reqwest::get(format!("{}/test/approve?user_code={code}", idp.issuer())).await.unwrap();
+    let approved = reqwest::get(format!("{}/test/approve?user_code={code}", idp.issuer()))
+        .await
+        .unwrap();
     assert_eq!(approved.status(), 200, "{}", approved.text().await.unwrap());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = rest.join().unwrap();
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("identity:   alice@example.com"), "{stdout}");
     assert!(stdout.contains("group:humans"), "{stdout}");
     let cert = Certificate::read_file(&out.join("id_ed25519-cert.pub")).unwrap();
-    assert!(cert.extensions().contains_key("permit-pty"), "humans get permit-pty");
+    assert!(
+        cert.extensions().contains_key("permit-pty"),
+        "humans get permit-pty"
+    );
     assert_eq!(cert.extensions().len(), 1, "and nothing else");
     idp.stop();
 }

@@ -153,12 +153,18 @@ async fn login(args: LoginArgs) -> anyhow::Result<i32> {
     let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
     key.set_comment("gatehouse login");
     let proof = sign_proof(&key, token.as_bytes()).context("cannot sign the proof")?;
-    let public_key = key.public_key().to_openssh().context("cannot encode the public key")?;
+    let public_key = key
+        .public_key()
+        .to_openssh()
+        .context("cannot encode the public key")?;
     let url = format!("{}/v1/certificates", args.server.trim_end_matches('/'));
     let response = http
         .post(&url)
         .bearer_auth(token.as_str())
-        .json(&CertificateRequest { public_key: public_key.clone(), proof })
+        .json(&CertificateRequest {
+            public_key: public_key.clone(),
+            proof,
+        })
         .send()
         .await
         .with_context(|| format!("cannot reach gatehouse at {url}"))?;
@@ -170,7 +176,10 @@ async fn login(args: LoginArgs) -> anyhow::Result<i32> {
         };
         bail!("gatehouse refused the certificate ({status}): {message}");
     }
-    let cert: CertificateResponse = response.json().await.context("gatehouse's answer is not a certificate")?;
+    let cert: CertificateResponse = response
+        .json()
+        .await
+        .context("gatehouse's answer is not a certificate")?;
     write_files(&args, &key, &public_key, &cert)?;
     let expires = chrono::DateTime::from_timestamp(cert.valid_before as i64, 0)
         .map(|t| t.to_rfc3339())
@@ -188,19 +197,26 @@ async fn login(args: LoginArgs) -> anyhow::Result<i32> {
 /// The client secret from the environment or a private file.
 fn client_secret(args: &LoginArgs) -> anyhow::Result<Zeroizing<String>> {
     if let Some(var) = &args.client_secret_env {
-        let value = std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?;
+        let value =
+            std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?;
         return Ok(Zeroizing::new(value.trim().to_string()));
     }
     if let Some(path) = &args.client_secret_file {
-        let bytes = secret_file::read_private(path).with_context(|| format!("cannot read the client secret {}", path.display()))?;
-        let text = std::str::from_utf8(&bytes).with_context(|| format!("{}: not UTF-8", path.display()))?;
+        let bytes = secret_file::read_private(path)
+            .with_context(|| format!("cannot read the client secret {}", path.display()))?;
+        let text = std::str::from_utf8(&bytes)
+            .with_context(|| format!("{}: not UTF-8", path.display()))?;
         return Ok(Zeroizing::new(text.trim().to_string()));
     }
     bail!("client credentials need --client-secret-env VAR or --client-secret-file FILE (or use --device)")
 }
 
 /// Adds `resource`, `audience` and `scope` when given.
-fn extras<'a>(args: &'a LoginArgs, form: &mut Vec<(&'static str, &'a str)>, default_scope: Option<&'a str>) {
+fn extras<'a>(
+    args: &'a LoginArgs,
+    form: &mut Vec<(&'static str, &'a str)>,
+    default_scope: Option<&'a str>,
+) {
     if let Some(r) = &args.resource {
         form.push(("resource", r));
     }
@@ -212,7 +228,11 @@ fn extras<'a>(args: &'a LoginArgs, form: &mut Vec<(&'static str, &'a str)>, defa
     }
 }
 
-async fn client_credentials(http: &reqwest::Client, discovery: &Discovery, args: &LoginArgs) -> anyhow::Result<Zeroizing<String>> {
+async fn client_credentials(
+    http: &reqwest::Client,
+    discovery: &Discovery,
+    args: &LoginArgs,
+) -> anyhow::Result<Zeroizing<String>> {
     let secret = client_secret(args)?;
     let mut form = vec![("grant_type", "client_credentials")];
     extras(args, &mut form, None);
@@ -229,7 +249,10 @@ async fn client_credentials(http: &reqwest::Client, discovery: &Discovery, args:
         .await
         .context("the token endpoint's answer is not JSON")?;
     if let Some(error) = answer.error {
-        bail!("the provider refused client credentials: {error}: {}", answer.error_description.unwrap_or_default());
+        bail!(
+            "the provider refused client credentials: {error}: {}",
+            answer.error_description.unwrap_or_default()
+        );
     }
     answer
         .access_token
@@ -237,11 +260,14 @@ async fn client_credentials(http: &reqwest::Client, discovery: &Discovery, args:
         .context("the provider returned no access token")
 }
 
-async fn device_flow(http: &reqwest::Client, discovery: &Discovery, args: &LoginArgs) -> anyhow::Result<Zeroizing<String>> {
-    let endpoint = discovery
-        .device_authorization_endpoint
-        .as_deref()
-        .context("the provider does not offer the device flow (no device_authorization_endpoint)")?;
+async fn device_flow(
+    http: &reqwest::Client,
+    discovery: &Discovery,
+    args: &LoginArgs,
+) -> anyhow::Result<Zeroizing<String>> {
+    let endpoint = discovery.device_authorization_endpoint.as_deref().context(
+        "the provider does not offer the device flow (no device_authorization_endpoint)",
+    )?;
     let mut form = vec![("client_id", args.client_id.as_str())];
     extras(args, &mut form, Some("openid email groups"));
     let device: DeviceAnswer = http
@@ -254,7 +280,10 @@ async fn device_flow(http: &reqwest::Client, discovery: &Discovery, args: &Login
         .json()
         .await
         .context("the device authorization answer is not JSON")?;
-    eprintln!("To log in, open {} and enter the code {}", device.verification_uri, device.user_code);
+    eprintln!(
+        "To log in, open {} and enter the code {}",
+        device.verification_uri, device.user_code
+    );
     if let Some(complete) = &device.verification_uri_complete {
         eprintln!("(or open {complete})");
     }
@@ -287,11 +316,16 @@ async fn device_flow(http: &reqwest::Client, discovery: &Discovery, args: &Login
                 } else {
                     answer.id_token.or(answer.access_token)
                 };
-                return token.map(Zeroizing::new).context("the provider returned no token");
+                return token
+                    .map(Zeroizing::new)
+                    .context("the provider returned no token");
             }
             Some("authorization_pending") => {}
             Some("slow_down") => interval += Duration::from_secs(5),
-            Some(other) => bail!("device login failed: {other}: {}", answer.error_description.unwrap_or_default()),
+            Some(other) => bail!(
+                "device login failed: {other}: {}",
+                answer.error_description.unwrap_or_default()
+            ),
         }
     }
 }
@@ -301,7 +335,9 @@ fn form_urlencoded_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -309,19 +345,37 @@ fn form_urlencoded_component(s: &str) -> String {
     out
 }
 
-fn write_files(args: &LoginArgs, key: &PrivateKey, public_key: &str, cert: &CertificateResponse) -> anyhow::Result<()> {
+fn write_files(
+    args: &LoginArgs,
+    key: &PrivateKey,
+    public_key: &str,
+    cert: &CertificateResponse,
+) -> anyhow::Result<()> {
     let out = &args.out;
     secret_file::ensure_dir(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let out = out.canonicalize().with_context(|| format!("cannot resolve {}", out.display()))?;
+    let out = out
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", out.display()))?;
     let private = out.join("id_ed25519");
-    let pem = key.to_openssh(LineEnding::LF).context("cannot encode the private key")?;
+    let pem = key
+        .to_openssh(LineEnding::LF)
+        .context("cannot encode the private key")?;
     let write = |path: &Path, bytes: &[u8], mode: u32| {
-        secret_file::replace(path, bytes, mode).with_context(|| format!("cannot write {}", path.display()))
+        secret_file::replace(path, bytes, mode)
+            .with_context(|| format!("cannot write {}", path.display()))
     };
     write(&private, pem.as_bytes(), secret_file::PRIVATE_MODE)?;
-    write(&out.join("id_ed25519.pub"), format!("{public_key}\n").as_bytes(), secret_file::PUBLIC_MODE)?;
+    write(
+        &out.join("id_ed25519.pub"),
+        format!("{public_key}\n").as_bytes(),
+        secret_file::PUBLIC_MODE,
+    )?;
     let cert_path = out.join("id_ed25519-cert.pub");
-    write(&cert_path, format!("{}\n", cert.certificate).as_bytes(), secret_file::PRIVATE_MODE)?;
+    write(
+        &cert_path,
+        format!("{}\n", cert.certificate).as_bytes(),
+        secret_file::PRIVATE_MODE,
+    )?;
     let host = match &args.ssh_host {
         Some(h) => h.clone(),
         None => reqwest::Url::parse(&args.server)
@@ -342,5 +396,9 @@ fn write_files(args: &LoginArgs, key: &PrivateKey, public_key: &str, cert: &Cert
         key = private.display(),
         cert = cert_path.display(),
     );
-    write(&out.join("ssh_config"), snippet.as_bytes(), secret_file::PUBLIC_MODE)
+    write(
+        &out.join("ssh_config"),
+        snippet.as_bytes(),
+        secret_file::PUBLIC_MODE,
+    )
 }

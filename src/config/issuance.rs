@@ -245,7 +245,9 @@ pub(super) fn resolve(
         claim(&raw.identity_claim, "identity_claim")?;
         claim(&raw.groups_claim, "groups_claim")?;
         let identity_prefix = match raw.identity_prefix {
-            Some(p) if !p.get_ref().is_empty() && !crate::identity::ca::is_valid_name(p.get_ref()) => {
+            Some(p)
+                if !p.get_ref().is_empty() && !crate::identity::ca::is_valid_name(p.get_ref()) =>
+            {
                 return Err(check.invalid(
                     &p,
                     &key("identity_prefix"),
@@ -258,7 +260,8 @@ pub(super) fn resolve(
         let ttl = match &raw.ttl {
             None => DEFAULT_CERT_TTL,
             Some(v) => {
-                let ttl = parse_duration(v.get_ref()).map_err(|why| check.invalid(v, &key("ttl"), &why))?;
+                let ttl = parse_duration(v.get_ref())
+                    .map_err(|why| check.invalid(v, &key("ttl"), &why))?;
                 if ttl > MAX_CERT_TTL {
                     return Err(check.invalid(v, &key("ttl"), "at most 24h"));
                 }
@@ -328,7 +331,9 @@ fn check_issuer_url(issuer: &str) -> Result<(), String> {
     } else if let Some(rest) = issuer.strip_prefix("http://") {
         let host = rest.split(['/', ':']).next().unwrap_or("");
         let loopback = host == "localhost"
-            || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
             || rest.starts_with("[::1]");
         if !loopback {
             return Err("must be https:// (http:// only on a loopback host)".into());

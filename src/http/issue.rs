@@ -70,7 +70,12 @@ struct Refused {
 }
 
 impl Refused {
-    fn new(status: StatusCode, why: Refusal, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        why: Refusal,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Refused {
             status,
             why,
@@ -105,11 +110,26 @@ impl Refused {
 
 fn token_refusal(err: &TokenError) -> Refused {
     if err.is_policy() {
-        Refused::new(StatusCode::FORBIDDEN, Refusal::Policy, "forbidden", err.to_string())
+        Refused::new(
+            StatusCode::FORBIDDEN,
+            Refusal::Policy,
+            "forbidden",
+            err.to_string(),
+        )
     } else if err.is_unavailable() {
-        Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Unavailable, "issuer_unavailable", err.to_string())
+        Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unavailable,
+            "issuer_unavailable",
+            err.to_string(),
+        )
     } else {
-        Refused::new(StatusCode::UNAUTHORIZED, Refusal::Token, "invalid_token", err.to_string())
+        Refused::new(
+            StatusCode::UNAUTHORIZED,
+            Refusal::Token,
+            "invalid_token",
+            err.to_string(),
+        )
     }
 }
 
@@ -159,7 +179,8 @@ pub(super) async fn issue(
             // Rate-limited requests are not audited one by one: a flood would become an fsync flood.
             if refused.why != Refusal::RateLimited {
                 let audit = state.audit.clone();
-                let result = tokio::task::spawn_blocking(move || audit.append("cert.refused", record)).await;
+                let result =
+                    tokio::task::spawn_blocking(move || audit.append("cert.refused", record)).await;
                 if let Ok(Err(err)) = result {
                     tracing::error!(error = %err, "cannot audit a refused certificate request");
                 }
@@ -177,13 +198,25 @@ async fn handle(
     known: &mut Known,
 ) -> Result<Response, Refused> {
     if let Err(after) = state.per_address.check(&peer.ip()) {
-        let mut r = Refused::new(StatusCode::TOO_MANY_REQUESTS, Refusal::RateLimited, "rate_limited", "too many requests from this address; retry later");
+        let mut r = Refused::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Refusal::RateLimited,
+            "rate_limited",
+            "too many requests from this address; retry later",
+        );
         r.retry_after = Some(after);
         return Err(r);
     }
     let token = bearer(headers)?;
     let limit = state.settings.max_body_bytes;
-    let too_large = || Refused::new(StatusCode::PAYLOAD_TOO_LARGE, Refusal::TooLarge, "too_large", format!("request body is larger than {limit} bytes"));
+    let too_large = || {
+        Refused::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::TooLarge,
+            "too_large",
+            format!("request body is larger than {limit} bytes"),
+        )
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -191,7 +224,9 @@ async fn handle(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     let request: CertificateRequest = serde_json::from_slice(&bytes).map_err(|e| {
         Refused::new(
             StatusCode::BAD_REQUEST,
@@ -209,28 +244,49 @@ async fn handle(
             ),
         )
     })?;
-    let malformed = |message: String| Refused::new(StatusCode::BAD_REQUEST, Refusal::Malformed, "invalid_request", message);
+    let malformed = |message: String| {
+        Refused::new(
+            StatusCode::BAD_REQUEST,
+            Refusal::Malformed,
+            "invalid_request",
+            message,
+        )
+    };
     let public_key = PublicKey::from_openssh(request.public_key.trim())
         .map_err(|_| malformed("public_key is not an OpenSSH public key line".into()))?;
     known.fingerprint = Some(public_key.fingerprint(HashAlg::Sha256).to_string());
     check_key_type(&public_key).map_err(|e| malformed(e.to_string()))?;
 
     let now = unix_now();
-    let verified = state.oidc.verify(token, now).await.map_err(|e| token_refusal(&e))?;
+    let verified = state
+        .oidc
+        .verify(token, now)
+        .await
+        .map_err(|e| token_refusal(&e))?;
     known.iss = Some(verified.issuer.clone());
     known.sub = Some(verified.caller.subject.clone());
     known.jti = verified.caller.jti.clone();
     known.identity = Some(verified.caller.identity.clone());
 
     verify_proof(&public_key, &request.proof, token.as_bytes()).map_err(|e| {
-        Refused::new(StatusCode::UNAUTHORIZED, Refusal::Proof, "invalid_proof", format!(
-            "{e}; sign the exact token bytes: ssh-keygen -Y sign -n {} -f KEY",
-            crate::identity::oidc::PROOF_NAMESPACE
-        ))
+        Refused::new(
+            StatusCode::UNAUTHORIZED,
+            Refusal::Proof,
+            "invalid_proof",
+            format!(
+                "{e}; sign the exact token bytes: ssh-keygen -Y sign -n {} -f KEY",
+                crate::identity::oidc::PROOF_NAMESPACE
+            ),
+        )
     })?;
 
     if let Err(after) = state.per_identity.check(&verified.caller.identity) {
-        let mut r = Refused::new(StatusCode::TOO_MANY_REQUESTS, Refusal::RateLimited, "rate_limited", "too many certificates for this identity; retry later");
+        let mut r = Refused::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Refusal::RateLimited,
+            "rate_limited",
+            "too many certificates for this identity; retry later",
+        );
         r.retry_after = Some(after);
         return Err(r);
     }
@@ -241,11 +297,28 @@ async fn handle(
         .spend(&key, verified.caller.expires_at, now)
         .await
         .map_err(|e| match e {
-            ReplayError::Replayed => Refused::new(StatusCode::UNAUTHORIZED, Refusal::Replay, "invalid_token", "token already used: one certificate per token; get a fresh token"),
-            ReplayError::Store(_) => Refused::new(StatusCode::INTERNAL_SERVER_ERROR, Refusal::Internal, "internal", "cannot record the token as used; nothing was issued"),
+            ReplayError::Replayed => Refused::new(
+                StatusCode::UNAUTHORIZED,
+                Refusal::Replay,
+                "invalid_token",
+                "token already used: one certificate per token; get a fresh token",
+            ),
+            ReplayError::Store(_) => Refused::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Refusal::Internal,
+                "internal",
+                "cannot record the token as used; nothing was issued",
+            ),
         })?;
 
-    let internal = |what: &str| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, Refusal::Internal, "internal", format!("{what}; nothing was issued"));
+    let internal = |what: &str| {
+        Refused::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Refusal::Internal,
+            "internal",
+            format!("{what}; nothing was issued"),
+        )
+    };
     let cert = state
         .ca
         .issue_at(
@@ -258,10 +331,25 @@ async fn handle(
             },
             now,
         )
-        .map_err(|e| Refused::new(StatusCode::FORBIDDEN, Refusal::Policy, "forbidden", e.to_string()))?;
-    let certificate = cert.to_openssh().map_err(|_| internal("cannot encode the certificate"))?;
+        .map_err(|e| {
+            Refused::new(
+                StatusCode::FORBIDDEN,
+                Refusal::Policy,
+                "forbidden",
+                e.to_string(),
+            )
+        })?;
+    let certificate = cert
+        .to_openssh()
+        .map_err(|_| internal("cannot encode the certificate"))?;
     let principals: Vec<String> = std::iter::once(verified.caller.identity.clone())
-        .chain(verified.caller.groups.iter().map(|g| format!("{GROUP_PREFIX}{g}")))
+        .chain(
+            verified
+                .caller
+                .groups
+                .iter()
+                .map(|g| format!("{GROUP_PREFIX}{g}")),
+        )
         .collect();
     let response = CertificateResponse {
         certificate,
@@ -300,7 +388,14 @@ async fn handle(
 
 /// The bearer token from `Authorization: Bearer ...` (scheme case-insensitive).
 fn bearer(headers: &HeaderMap) -> Result<&str, Refused> {
-    let missing = || Refused::new(StatusCode::UNAUTHORIZED, Refusal::Token, "invalid_token", "missing Authorization: Bearer <OIDC token>");
+    let missing = || {
+        Refused::new(
+            StatusCode::UNAUTHORIZED,
+            Refusal::Token,
+            "invalid_token",
+            "missing Authorization: Bearer <OIDC token>",
+        )
+    };
     let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
     let value = value.to_str().map_err(|_| missing())?;
     let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;

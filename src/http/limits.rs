@@ -144,11 +144,21 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP gatehouse_certificates_issued_total SSH certificates issued over HTTP.");
+        let _ = writeln!(
+            out,
+            "# HELP gatehouse_certificates_issued_total SSH certificates issued over HTTP."
+        );
         let _ = writeln!(out, "# TYPE gatehouse_certificates_issued_total counter");
-        let _ = writeln!(out, "gatehouse_certificates_issued_total {}", self.issued_count());
+        let _ = writeln!(
+            out,
+            "gatehouse_certificates_issued_total {}",
+            self.issued_count()
+        );
         let _ = writeln!(out, "# HELP gatehouse_certificate_requests_refused_total Certificate requests refused, by reason.");
-        let _ = writeln!(out, "# TYPE gatehouse_certificate_requests_refused_total counter");
+        let _ = writeln!(
+            out,
+            "# TYPE gatehouse_certificate_requests_refused_total counter"
+        );
         for (why, counter) in Refusal::ALL.iter().zip(&self.refused) {
             let _ = writeln!(
                 out,
@@ -181,7 +191,9 @@ mod tests {
         m.refused(Refusal::Replay);
         let text = m.render();
         assert!(text.contains("gatehouse_certificates_issued_total 1\n"));
-        assert!(text.contains("gatehouse_certificate_requests_refused_total{reason=\"replay\"} 1\n"));
+        assert!(
+            text.contains("gatehouse_certificate_requests_refused_total{reason=\"replay\"} 1\n")
+        );
         assert!(text.contains("{reason=\"token\"} 0\n"));
     }
 }

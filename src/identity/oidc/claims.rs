@@ -128,8 +128,16 @@ pub fn caller(claims: &Map<String, Value>, issuer: &IssuerConfig) -> Result<Call
     let claim = issuer.identity_claim.as_str();
     let value = match lookup(claims, claim) {
         Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(TokenError::Policy(format!("identity claim {claim:?} is not a string"))),
-        None => return Err(TokenError::Policy(format!("identity claim {claim:?} is missing"))),
+        Some(_) => {
+            return Err(TokenError::Policy(format!(
+                "identity claim {claim:?} is not a string"
+            )))
+        }
+        None => {
+            return Err(TokenError::Policy(format!(
+                "identity claim {claim:?} is missing"
+            )))
+        }
     };
     // An unverified address can be any address; only a provider-verified one names a person.
     if claim.trim_start_matches('/').ends_with("email")

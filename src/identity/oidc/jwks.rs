@@ -221,7 +221,9 @@ impl JwksCache {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| fetch(e.to_string()))? {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(fetch(format!("{url} is larger than {MAX_DOCUMENT_BYTES} bytes")));
+                return Err(fetch(format!(
+                    "{url} is larger than {MAX_DOCUMENT_BYTES} bytes"
+                )));
             }
             body.extend_from_slice(&chunk);
         }

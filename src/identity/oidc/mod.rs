@@ -185,24 +185,30 @@ impl OidcVerifier {
             return Err(TokenError::Malformed);
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenError::Malformed);
         };
         let header: Header = decode_part(h)?;
-        if header.alg.eq_ignore_ascii_case("none") || header.alg.to_ascii_uppercase().starts_with("HS") {
+        if header.alg.eq_ignore_ascii_case("none")
+            || header.alg.to_ascii_uppercase().starts_with("HS")
+        {
             return Err(TokenError::ForbiddenAlgorithm(header.alg));
         }
         // Unverified: only selects which configured issuer to verify against.
         let unverified: Map<String, Value> = decode_part(p)?;
-        let iss = unverified.get("iss").and_then(Value::as_str).ok_or(TokenError::UntrustedIssuer)?;
+        let iss = unverified
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(TokenError::UntrustedIssuer)?;
         let issuer = self
             .issuers
             .iter()
             .find(|i| i.config.issuer == iss)
             .ok_or(TokenError::UntrustedIssuer)?;
         let config = &issuer.config;
-        if !config.allowed_algs.iter().any(|a| *a == header.alg) {
+        if !config.allowed_algs.contains(&header.alg) {
             return Err(TokenError::AlgorithmNotAllowed(header.alg));
         }
         let keys = issuer
@@ -213,10 +219,9 @@ impl OidcVerifier {
         if !keys.has(header.kid.as_deref()) {
             return Err(TokenError::UnknownKey);
         }
-        let access_token = header
-            .typ
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+        let access_token = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        });
         if access_token {
             verify_access_token(token, &header, &keys, config)?;
         } else {
@@ -243,7 +248,10 @@ fn verify_access_token(
 ) -> Result<(), TokenError> {
     use jsonwebtoken::errors::ErrorKind;
     let jwk = match &header.kid {
-        Some(kid) => keys.jwt.iter().find(|k| k.common.key_id.as_deref() == Some(kid)),
+        Some(kid) => keys
+            .jwt
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid)),
         None if keys.jwt.len() == 1 => keys.jwt.first(),
         None => None,
     }
@@ -291,13 +299,13 @@ fn verify_id_token(
     config: &IssuerConfig,
     now: u64,
 ) -> Result<(), TokenError> {
-    let id_token: CoreIdToken =
-        serde_json::from_value(Value::String(token.to_string())).map_err(|_| TokenError::Malformed)?;
-    let algs = config
-        .allowed_algs
-        .iter()
-        .filter_map(|a| serde_json::from_value::<CoreJwsSigningAlgorithm>(Value::String(a.clone())).ok());
-    let issuer_url = IssuerUrl::new(config.issuer.clone()).map_err(|_| TokenError::UntrustedIssuer)?;
+    let id_token: CoreIdToken = serde_json::from_value(Value::String(token.to_string()))
+        .map_err(|_| TokenError::Malformed)?;
+    let algs = config.allowed_algs.iter().filter_map(|a| {
+        serde_json::from_value::<CoreJwsSigningAlgorithm>(Value::String(a.clone())).ok()
+    });
+    let issuer_url =
+        IssuerUrl::new(config.issuer.clone()).map_err(|_| TokenError::UntrustedIssuer)?;
     let clock = chrono::DateTime::from_timestamp(now.saturating_sub(LEEWAY_SECS) as i64, 0)
         .ok_or(TokenError::Expired)?;
     let verifier = CoreIdTokenVerifier::new_public_client(
@@ -318,12 +326,12 @@ fn verify_id_token(
                 E::Expired(_) => TokenError::Expired,
                 E::InvalidAudience(_) => TokenError::Audience,
                 E::InvalidIssuer(_) => TokenError::UntrustedIssuer,
-                E::SignatureVerification(openidconnect::SignatureVerificationError::NoMatchingKey) => {
-                    TokenError::UnknownKey
-                }
-                E::SignatureVerification(openidconnect::SignatureVerificationError::DisallowedAlg(_)) => {
-                    TokenError::AlgorithmNotAllowed("(from the token)".into())
-                }
+                E::SignatureVerification(
+                    openidconnect::SignatureVerificationError::NoMatchingKey,
+                ) => TokenError::UnknownKey,
+                E::SignatureVerification(
+                    openidconnect::SignatureVerificationError::DisallowedAlg(_),
+                ) => TokenError::AlgorithmNotAllowed("(from the token)".into()),
                 E::SignatureVerification(_) => TokenError::Signature,
                 _ => TokenError::Claims("ID token does not verify".into()),
             }

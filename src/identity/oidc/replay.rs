@@ -133,9 +133,6 @@ mod tests {
         // Past expiry + leeway the sweep forgets it.
         guard.spend(b"other", 3_000, 5_000).await.unwrap();
         assert!(!guard.is_spent(&key));
-        assert_ne!(
-            replay_key("i", None, "a"),
-            replay_key("i", None, "b"),
-        );
+        assert_ne!(replay_key("i", None, "a"), replay_key("i", None, "b"),);
     }
 }

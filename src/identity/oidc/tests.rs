@@ -90,43 +90,146 @@ async fn access_token_and_id_token_verify() {
 async fn hostile_tokens_refused() {
     let k = test_key(1, "k1");
     let t = |c: &Value| sign(&k, "at+jwt", c);
-    assert!(matches!(refused(&t(&with(|c| { c.insert("exp".into(), json!(NOW - 61)); }))).await, TokenError::Expired));
-    assert!(matches!(refused(&sign(&k, "JWT", &with(|c| { c.insert("exp".into(), json!(NOW - 61)); }))).await, TokenError::Expired));
-    assert!(matches!(refused(&t(&with(|c| { c.insert("nbf".into(), json!(NOW + 120)); }))).await, TokenError::NotYetValid));
-    assert!(matches!(refused(&t(&with(|c| { c.insert("iat".into(), json!(NOW - 700)); }))).await, TokenError::TooOld));
-    assert!(matches!(refused(&t(&with(|c| { c.insert("aud".into(), json!("other")); }))).await, TokenError::Audience));
-    assert!(matches!(refused(&t(&with(|c| { c.insert("aud".into(), json!(["https://gatehouse.test", "x"])); }))).await, TokenError::Audience));
-    assert!(matches!(refused(&t(&with(|c| { c.insert("iss".into(), json!("https://evil.test")); }))).await, TokenError::UntrustedIssuer));
+    assert!(matches!(
+        refused(&t(&with(|c| {
+            c.insert("exp".into(), json!(NOW - 61));
+        })))
+        .await,
+        TokenError::Expired
+    ));
+    assert!(matches!(
+        refused(&sign(
+            &k,
+            "JWT",
+            &with(|c| {
+                c.insert("exp".into(), json!(NOW - 61));
+            })
+        ))
+        .await,
+        TokenError::Expired
+    ));
+    assert!(matches!(
+        refused(&t(&with(|c| {
+            c.insert("nbf".into(), json!(NOW + 120));
+        })))
+        .await,
+        TokenError::NotYetValid
+    ));
+    assert!(matches!(
+        refused(&t(&with(|c| {
+            c.insert("iat".into(), json!(NOW - 700));
+        })))
+        .await,
+        TokenError::TooOld
+    ));
+    assert!(matches!(
+        refused(&t(&with(|c| {
+            c.insert("aud".into(), json!("other"));
+        })))
+        .await,
+        TokenError::Audience
+    ));
+    assert!(matches!(
+        refused(&t(&with(|c| {
+            c.insert("aud".into(), json!(["https://gatehouse.test", "x"]));
+        })))
+        .await,
+        TokenError::Audience
+    ));
+    assert!(matches!(
+        refused(&t(&with(|c| {
+            c.insert("iss".into(), json!("https://evil.test"));
+        })))
+        .await,
+        TokenError::UntrustedIssuer
+    ));
     // Impostor: same iss and kid, other key.
     let impostor = test_key(9, "k1");
-    assert!(matches!(refused(&sign(&impostor, "at+jwt", &claims())).await, TokenError::Signature));
-    assert!(matches!(refused(&sign(&impostor, "JWT", &claims())).await, TokenError::Signature));
+    assert!(matches!(
+        refused(&sign(&impostor, "at+jwt", &claims())).await,
+        TokenError::Signature
+    ));
+    assert!(matches!(
+        refused(&sign(&impostor, "JWT", &claims())).await,
+        TokenError::Signature
+    ));
     let unknown = test_key(9, "k9");
-    assert!(matches!(refused(&sign(&unknown, "at+jwt", &claims())).await, TokenError::UnknownKey));
+    assert!(matches!(
+        refused(&sign(&unknown, "at+jwt", &claims())).await,
+        TokenError::UnknownKey
+    ));
     // alg none and HS256 with the public key as secret.
     let body = URL_SAFE_NO_PAD.encode(claims().to_string());
-    let none = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#));
-    assert!(matches!(refused(&none).await, TokenError::ForbiddenAlgorithm(_)));
+    let none = format!(
+        "{}.{body}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#)
+    );
+    assert!(matches!(
+        refused(&none).await,
+        TokenError::ForbiddenAlgorithm(_)
+    ));
     let mut hs = JwtHeader::new(jsonwebtoken::Algorithm::HS256);
     hs.kid = Some("k1".into());
-    let hs = jsonwebtoken::encode(&hs, &claims(), &EncodingKey::from_secret(k.jwk["x"].as_str().unwrap().as_bytes())).unwrap();
-    assert!(matches!(refused(&hs).await, TokenError::ForbiddenAlgorithm(_)));
+    let hs = jsonwebtoken::encode(
+        &hs,
+        &claims(),
+        &EncodingKey::from_secret(k.jwk["x"].as_str().unwrap().as_bytes()),
+    )
+    .unwrap();
+    assert!(matches!(
+        refused(&hs).await,
+        TokenError::ForbiddenAlgorithm(_)
+    ));
     assert!(matches!(refused("a.b").await, TokenError::Malformed));
-    assert!(matches!(refused(&"a".repeat(MAX_TOKEN_BYTES + 1)).await, TokenError::Malformed));
+    assert!(matches!(
+        refused(&"a".repeat(MAX_TOKEN_BYTES + 1)).await,
+        TokenError::Malformed
+    ));
 }
 
 #[tokio::test]
 async fn principal_injection_refused_not_rewritten() {
     let k = test_key(1, "k1");
-    for bad in ["a,b", "a\nb", "a\0b", "Agents", &"a".repeat(200), "", "group:x"] {
-        let groups = sign(&k, "at+jwt", &with(|c| { c.insert("groups".into(), json!([bad])); }));
+    for bad in [
+        "a,b",
+        "a\nb",
+        "a\0b",
+        "Agents",
+        &"a".repeat(200),
+        "",
+        "group:x",
+    ] {
+        let groups = sign(
+            &k,
+            "at+jwt",
+            &with(|c| {
+                c.insert("groups".into(), json!([bad]));
+            }),
+        );
         assert!(refused(&groups).await.is_policy(), "group {bad:?}");
-        let sub = sign(&k, "at+jwt", &with(|c| { c.insert("sub".into(), json!(bad)); }));
+        let sub = sign(
+            &k,
+            "at+jwt",
+            &with(|c| {
+                c.insert("sub".into(), json!(bad));
+            }),
+        );
         let err = refused(&sub).await;
-        assert!(err.is_policy() || matches!(err, TokenError::Claims(_)), "sub {bad:?}: {err}");
+        assert!(
+            err.is_policy() || matches!(err, TokenError::Claims(_)),
+            "sub {bad:?}: {err}"
+        );
     }
     let many: Vec<String> = (0..40).map(|i| format!("g{i}")).collect();
-    assert!(refused(&sign(&k, "at+jwt", &with(|c| { c.insert("groups".into(), json!(many)); }))).await.is_policy());
+    assert!(refused(&sign(
+        &k,
+        "at+jwt",
+        &with(|c| {
+            c.insert("groups".into(), json!(many));
+        })
+    ))
+    .await
+    .is_policy());
 }
 
 #[tokio::test]
@@ -135,12 +238,28 @@ async fn email_identity_needs_verification() {
     let mut cfg = issuer();
     cfg.identity_claim = "email".into();
     let v = OidcVerifier::new(&[cfg], http_client().unwrap());
-    v.install_keys(ISS, KeySet::parse(json!({"keys": [k.jwk.clone()]}).to_string().as_bytes()).unwrap());
-    let unverified = sign(&k, "at+jwt", &with(|c| { c.insert("email".into(), json!("a@example.com")); }));
+    v.install_keys(
+        ISS,
+        KeySet::parse(json!({"keys": [k.jwk.clone()]}).to_string().as_bytes()).unwrap(),
+    );
+    let unverified = sign(
+        &k,
+        "at+jwt",
+        &with(|c| {
+            c.insert("email".into(), json!("a@example.com"));
+        }),
+    );
     assert!(v.verify(&unverified, NOW).await.unwrap_err().is_policy());
-    let verified = sign(&k, "at+jwt", &with(|c| {
-        c.insert("email".into(), json!("a@example.com"));
-        c.insert("email_verified".into(), json!(true));
-    }));
-    assert_eq!(v.verify(&verified, NOW).await.unwrap().caller.identity, "a@example.com");
+    let verified = sign(
+        &k,
+        "at+jwt",
+        &with(|c| {
+            c.insert("email".into(), json!("a@example.com"));
+            c.insert("email_verified".into(), json!(true));
+        }),
+    );
+    assert_eq!(
+        v.verify(&verified, NOW).await.unwrap().caller.identity,
+        "a@example.com"
+    );
 }
