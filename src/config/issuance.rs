@@ -352,6 +352,52 @@ fn check_issuer_url(issuer: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn load(extra: &str) -> Result<crate::config::Config, ConfigError> {
+        let text = format!(
+            "[server]\nssh_listen = \"127.0.0.1:2222\"\n{extra}\n[ca]\nprivate_key = \"ca\"\n\
+             [vault]\nmaster_key_file = \"mk\"\n"
+        );
+        crate::config::Config::from_toml(&text, Path::new("/etc/gh/gatehouse.toml"))
+    }
+
+    fn issuer(fields: &str) -> String {
+        format!(
+            "[[oidc.issuers]]\nissuer = \"https://idp.example.com\"\naudience = \"gh\"\nkind = \"agent\"\n{fields}"
+        )
+    }
+
+    fn refused(extra: &str) -> String {
+        match load(extra) {
+            Ok(_) => panic!("loaded: {extra}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn issuers_load_with_defaults() {
+        let c = load(&issuer("")).unwrap();
+        let i = &c.issuance.issuers[0];
+        assert_eq!(i.identity_claim, "sub");
+        assert_eq!(i.ttl, DEFAULT_CERT_TTL);
+        assert_eq!(i.allowed_algs, ["RS256"]);
+        assert_eq!(i.authorized_parties, ["gh"]);
+        assert!(c.issuance.http.tls.is_none());
+    }
+
+    #[test]
+    fn bad_issuance_settings_refused() {
+        assert!(refused(&issuer("allowed_algs = [\"HS256\"]\n")).contains("allowed_algs[0]"));
+        assert!(refused(&issuer("allowed_algs = [\"none\"]\n")).contains("never none"));
+        assert!(refused(&issuer("ttl = \"25h\"\n")).contains("at most 24h"));
+        let kind = refused(&issuer("").replace("\"agent\"", "\"robot\""));
+        assert!(kind.contains("unknown variant"), "{kind}");
+        let plain = refused("http_listen = \"0.0.0.0:8443\"\n");
+        assert!(plain.contains("insecure_http"), "{plain}");
+        load("http_listen = \"127.0.0.1:8443\"\n").unwrap();
+        let dup = issuer("") + &issuer("");
+        assert!(refused(&dup).contains("duplicate issuer"));
+    }
+
     #[test]
     fn issuer_urls() {
         for good in [
