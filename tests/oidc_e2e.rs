@@ -3,9 +3,12 @@
 //! hostile matrix of issue 4 (hostile tokens forged here with the provider's own key or other
 //! keys), key rotation, and `gatehouse login` writing a certificate that `ssh-keygen -L` reads.
 //!
-//! Not covered here: `ssh` through gatehouse with the login certificate. That needs
-//! `gatehouse serve`/`demo` to start the issuance endpoint (`--oidc-issuer` in the demo), which
-//! is the integrator's wiring (see `http::serve`).
+//! The SSH leg runs against a real `gatehouse demo`: the issuance endpoint is started in this
+//! process with the demo's own CA key (the demo does not start it yet: `--oidc-issuer` is the
+//! integrator's wiring, see `http::serve`), `gatehouse login` fetches a certificate from it, and
+//! OpenSSH's `ssh` uses that certificate to run a command on the demo target through gatehouse.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -150,6 +153,11 @@ struct Gatehouse {
 
 impl Gatehouse {
     async fn start(issuer_toml: &str) -> Gatehouse {
+        Gatehouse::start_with_ca(issuer_toml, None).await
+    }
+
+    /// Signs with the CA key at `ca` (e.g. a running demo's) instead of a fresh one.
+    async fn start_with_ca(issuer_toml: &str, ca: Option<&Path>) -> Gatehouse {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[server]\nssh_listen = \"127.0.0.1:1\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
@@ -161,7 +169,10 @@ impl Gatehouse {
         std::fs::write(&path, &text).unwrap();
         let config = Config::load(&path).unwrap();
         std::fs::create_dir_all(dir.path().join("ca")).unwrap();
-        let ca = UserCa::init(&config.ca.private_key).unwrap();
+        let ca = match ca {
+            Some(path) => UserCa::load(path).unwrap(),
+            None => UserCa::init(&config.ca.private_key).unwrap(),
+        };
         let audit = Arc::new(AuditLog::open(&dir.path().join("data/audit/audit.jsonl")).unwrap());
         let store = Store::open(&config.server.data_dir).unwrap();
         let state = Arc::new(HttpState::new(&config, ca, audit, &store).unwrap());
@@ -698,4 +709,84 @@ async fn gatehouse_login_client_credentials_and_device_flow() {
     );
     assert_eq!(cert.extensions().len(), 1, "and nothing else");
     idp.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_certificate_runs_a_command_through_gatehouse() {
+    let demo = common::Demo::start();
+    let ssh_port = demo
+        .banner
+        .split("gatehouse on 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("demo banner names its SSH port")
+        .to_string();
+    let key = SigningKey::new("k1");
+    let idp = Idp::start(free_port(), &key);
+    let gh = Gatehouse::start_with_ca(
+        &agent_issuer(&idp.issuer()),
+        Some(&demo.path().join("ca/user_ca")),
+    )
+    .await;
+    let secret = gh.dir.path().join("secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = gh.dir.path().join("agent");
+    let run = login(
+        &gh,
+        &idp,
+        &out,
+        &["--client-id", "agent-ci", "--client-secret-file"],
+    )
+    .arg(&secret)
+    .args([
+        "--resource",
+        RESOURCE,
+        "--ssh-host",
+        "127.0.0.1",
+        "--ssh-port",
+        &ssh_port,
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // Only the login's key and certificate (the snippet's IdentitiesOnly), the demo's known_hosts.
+    let known_hosts = format!(
+        "UserKnownHostsFile={}",
+        demo.path().join("known_hosts").display()
+    );
+    let ssh = Command::new("ssh")
+        .arg("-F")
+        .arg(out.join("ssh_config"))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "HostKeyAlias=gatehouse",
+            "-o",
+            &known_hosts,
+        ])
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .args(["demo@gatehouse", "echo issued-by-oidc"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&ssh.stdout);
+    assert!(
+        ssh.status.success() && stdout.contains("issued-by-oidc"),
+        "ssh: {stdout}{}\ngatehouse log:\n{}",
+        String::from_utf8_lossy(&ssh.stderr),
+        demo.log()
+    );
+    idp.stop();
+    demo.stop();
 }
