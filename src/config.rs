@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use crate::record::mask::MaskSettings;
 
+pub mod issuance;
+
 /// Errors found while loading a configuration file. Each names the file and, where known, the line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -51,6 +53,8 @@ pub struct Config {
     pub recording: RecordingConfig,
     /// Secret masking applied to target output (targets may override it).
     pub masking: MaskSettings,
+    /// `[http]` and `[[oidc.issuers]]`: certificate issuance for OIDC-verified callers.
+    pub issuance: issuance::IssuanceConfig,
 }
 
 /// `[approvals]`
@@ -347,7 +351,9 @@ impl Config {
             line: 0,
             message: format!("masking: {why}"),
         })?;
+        let issuance = issuance::resolve(raw.http, raw.oidc, server.http_listen, &check, &resolve)?;
         Ok(Config {
+            issuance,
             masking,
             path: path.to_path_buf(),
             server,
@@ -550,6 +556,10 @@ mod raw {
         pub recording: Recording,
         #[serde(default)]
         pub masking: Option<MaskSettings>,
+        #[serde(default)]
+        pub http: super::issuance::raw::Http,
+        #[serde(default)]
+        pub oidc: super::issuance::raw::Oidc,
     }
 
     #[derive(Deserialize, Default)]

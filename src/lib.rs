@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod http;
 pub mod identity;
 pub mod logging;
 pub mod policy;

@@ -47,6 +47,8 @@ enum Command {
     /// The hash-chained audit log: verify, export, anchor its head.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
+    /// Get a short-lived SSH certificate with an OIDC token (client credentials or device flow).
+    Login(cli::login::LoginArgs),
     /// Targets: pin host keys.
     #[command(subcommand)]
     Target(cli::serve::TargetCommand),
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => cli::audit::run(cmd, &args.config),
         Command::Target(cmd) => cli::serve::target(cmd, &args.config),
         Command::Replay { file } => cli::replay::run(&file),
+        Command::Login(login) => cli::login::run(login),
     };
     match result {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),

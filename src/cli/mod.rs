@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod login;
 pub mod policy;
 pub mod replay;
 pub mod serve;
