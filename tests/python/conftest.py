@@ -132,7 +132,11 @@ def demo():
 
 
 def run(client, command, stdin=b"", timeout=60):
-    """Runs one exec; returns (stdout, stderr, exit status)."""
+    """Runs one exec; returns (stdout, stderr, exit status).
+
+    Output is complete at EOF, not at exit-status: SSH does not order exit-status after the
+    data, and gatehouse's SSH library may send it ahead of queued output (clients that read to
+    EOF, as OpenSSH does, see everything)."""
     chan = client.get_transport().open_session(timeout=timeout)
     chan.settimeout(timeout)
     chan.exec_command(command)
@@ -140,19 +144,16 @@ def run(client, command, stdin=b"", timeout=60):
         chan.sendall(stdin)
     chan.shutdown_write()
     out, err = b"", b""
-    while True:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
         if chan.recv_ready():
             out += chan.recv(65536)
         elif chan.recv_stderr_ready():
             err += chan.recv_stderr(65536)
-        elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+        elif (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
             break
         else:
             time.sleep(0.001)
-    while chan.recv_ready():
-        out += chan.recv(65536)
-    while chan.recv_stderr_ready():
-        err += chan.recv_stderr(65536)
     status = chan.recv_exit_status()
     chan.close()
     return out, err, status

@@ -37,12 +37,6 @@ def test_many_channels_on_one_connection(demo):
     client.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect: under 100 concurrent agent connections a fraction of execs end "
-    "with no output (exit 0 or no status); sequential and OpenSSH-client tests pass. "
-    "Kept here so the defect stays visible until fixed.",
-)
 def test_hundred_concurrent_agents_twenty_execs_each(demo):
     def agent(n):
         client = demo.connect()
