@@ -40,7 +40,7 @@ fn generate_key(path: &Path) -> anyhow::Result<(PrivateKey, KeyFiles)> {
     let pem = key
         .to_openssh(LineEnding::LF)
         .context("cannot encode a key")?;
-    crate::gateway::write_private_file(path, pem.as_bytes())
+    crate::secret_file::create_new(path, pem.as_bytes(), crate::secret_file::PRIVATE_MODE)
         .with_context(|| format!("cannot write {}", path.display()))?;
     let public_line = key
         .public_key()

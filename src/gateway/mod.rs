@@ -100,7 +100,8 @@ pub fn load_or_create_host_key(data_dir: &std::path::Path) -> Result<PrivateKey,
     let pem = key
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
         .map_err(|e| err(e.to_string()))?;
-    write_private_file(&path, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
+    crate::secret_file::create_new(&path, pem.as_bytes(), crate::secret_file::PRIVATE_MODE)
+        .map_err(|e| err(e.to_string()))?;
     let public = key
         .public_key()
         .to_openssh()
@@ -109,19 +110,6 @@ pub fn load_or_create_host_key(data_dir: &std::path::Path) -> Result<PrivateKey,
         .map_err(|e| err(e.to_string()))?;
     tracing::info!(path = %path.display(), "generated gateway host key");
     Ok(key)
-}
-
-/// Writes a new file readable by its owner only; refuses to overwrite.
-pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 impl Gateway {
