@@ -23,6 +23,8 @@ use crate::upstream::TargetAccess;
 
 /// Exit status for a command gatehouse refused (policy, reviewer or expiry).
 pub const EXIT_REFUSED: u32 = 126;
+/// Told to the agent when its command cannot be recorded and recording is mandatory.
+const RECORDING_REFUSED: &str = "gatehouse: the session recording failed; refusing the command\n";
 /// Exit status for a command held in return mode: retry the identical command after approval.
 pub const EXIT_HELD_RETURN: u32 = 75;
 /// Stdin bytes kept from an agent while its command is held; past this gatehouse stops reading
@@ -202,7 +204,10 @@ async fn exec(
             return;
         }
     };
-    recording.marker(&format!("cmd: {line}"));
+    if !recording.marker(&format!("cmd: {line}")) {
+        refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
+        return;
+    }
 
     let decision = if command.len() > MAX_COMMAND_BYTES {
         Decision {
@@ -275,7 +280,10 @@ async fn exec(
             return;
         }
         Action::Allow => {
-            recording.marker(&format!("allow rule {}", decision.rule));
+            if !recording.marker(&format!("allow rule {}", decision.rule)) {
+                refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
+                return;
+            }
         }
         Action::Hold => {
             match hold(
@@ -289,6 +297,11 @@ async fn exec(
             )
             .await
             {
+                // Approved: the marker saying so must be on the record before it runs.
+                HoldResult::Run if !recording.marker("run after approval") => {
+                    refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
+                    return;
+                }
                 HoldResult::Run => {}
                 HoldResult::Ended(status) => {
                     recording.finish(Some(status)).await;

@@ -20,6 +20,9 @@ pub struct ExecRecording {
     recorder: Arc<Mutex<Option<Recorder>>>,
     /// Whether a write failure must end the exec.
     fail_closed: bool,
+    /// Set once a write failed: with `fail_closed`, every later write reports failure too, so
+    /// nothing is sent unrecorded after the first error.
+    failed: Arc<std::sync::atomic::AtomicBool>,
     /// Receives `recording.sealed` (from the recorder) and `recording.failed`.
     audit: Arc<AuditLog>,
 }
@@ -61,6 +64,7 @@ impl ExecRecording {
         let rec = ExecRecording {
             recorder: Arc::new(Mutex::new(recorder)),
             fail_closed,
+            failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             audit,
         };
         rec.spawn_flusher();
@@ -99,7 +103,7 @@ impl ExecRecording {
             return !self.fail_closed;
         };
         let Some(recorder) = guard.as_mut() else {
-            return true;
+            return !(self.fail_closed && self.failed.load(std::sync::atomic::Ordering::SeqCst));
         };
         match f(recorder) {
             Ok(()) => true,
@@ -110,6 +114,7 @@ impl ExecRecording {
                     serde_json::json!({ "error": err.to_string(), "continued": !self.fail_closed }),
                 );
                 *guard = None;
+                self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
                 !self.fail_closed
             }
         }
