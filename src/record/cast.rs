@@ -32,7 +32,10 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditError, AuditLog, RECORDING_SEALED};
 
+mod json;
 mod recover;
+
+use json::write_json_str;
 
 pub use recover::recover_unsealed;
 
@@ -128,6 +131,9 @@ pub struct Recorder {
     events: u64,
     /// Event times are offsets from this (monotonic: a clock step cannot reorder events).
     start: Instant,
+    /// Offset of the latest event: events stamped out of order (by tasks that queued them
+    /// concurrently) are clamped to it, so times in the file never go backwards.
+    last_offset: Duration,
     /// When the buffer was last written out.
     last_flush: Instant,
     /// Trailing bytes of an output sequence that continues in the next read.
@@ -190,6 +196,7 @@ impl Recorder {
             size: 0,
             events: 0,
             start: Instant::now(),
+            last_offset: Duration::ZERO,
             last_flush: Instant::now(),
             out_carry: Utf8Carry::default(),
             in_carry: Utf8Carry::default(),
@@ -211,24 +218,45 @@ impl Recorder {
 
     /// Records output (stdout and stderr alike) as an `o` event.
     pub fn output(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
+        self.output_at(bytes, Instant::now())
+    }
+
+    /// Records output that was seen at `at` (a writer that runs behind the data path stamps
+    /// events with the time they happened, not the time it got to them).
+    pub fn output_at(&mut self, bytes: &[u8], at: Instant) -> Result<(), RecordError> {
         let text = self.out_carry.decode(bytes);
-        self.text_event("o", &text)
+        self.text_event("o", &text, at)
     }
 
     /// Records input as an `i` event.
     pub fn input(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
+        self.input_at(bytes, Instant::now())
+    }
+
+    /// Records input seen at `at`.
+    pub fn input_at(&mut self, bytes: &[u8], at: Instant) -> Result<(), RecordError> {
         let text = self.in_carry.decode(bytes);
-        self.text_event("i", &text)
+        self.text_event("i", &text, at)
     }
 
     /// Records a terminal resize (`r`, `"COLSxROWS"`).
     pub fn resize(&mut self, cols: u16, rows: u16) -> Result<(), RecordError> {
-        self.event("r", &format!("{cols}x{rows}"))
+        self.resize_at(cols, rows, Instant::now())
+    }
+
+    /// Records a terminal resize seen at `at`.
+    pub fn resize_at(&mut self, cols: u16, rows: u16, at: Instant) -> Result<(), RecordError> {
+        self.event("r", &format!("{cols}x{rows}"), at)
     }
 
     /// Records a marker (`m`): command lines, decisions, approvals, session end.
     pub fn marker(&mut self, label: &str) -> Result<(), RecordError> {
-        self.event("m", label)
+        self.marker_at(label, Instant::now())
+    }
+
+    /// Records a marker stamped `at`.
+    pub fn marker_at(&mut self, label: &str, at: Instant) -> Result<(), RecordError> {
+        self.event("m", label, at)
     }
 
     /// Writes buffered events out when a second has passed since the last write or 64 KiB
@@ -254,12 +282,13 @@ impl Recorder {
         exit_status: Option<i32>,
         audit: &AuditLog,
     ) -> Result<SealedRecording, RecordError> {
+        let now = Instant::now();
         let tail = self.out_carry.finish();
-        self.text_event("o", &tail)?;
+        self.text_event("o", &tail, now)?;
         let tail = self.in_carry.finish();
-        self.text_event("i", &tail)?;
+        self.text_event("i", &tail, now)?;
         if let Some(status) = exit_status {
-            self.event("x", &status.to_string())?;
+            self.event("x", &status.to_string(), now)?;
         }
         self.write_out()?;
         self.file
@@ -297,20 +326,24 @@ impl Recorder {
         })
     }
 
-    fn text_event(&mut self, code: &str, text: &str) -> Result<(), RecordError> {
+    fn text_event(&mut self, code: &str, text: &str, at: Instant) -> Result<(), RecordError> {
         if text.is_empty() {
             return Ok(());
         }
-        self.event(code, text)
+        self.event(code, text, at)
     }
 
-    fn event(&mut self, code: &str, data: &str) -> Result<(), RecordError> {
+    fn event(&mut self, code: &str, data: &str, at: Instant) -> Result<(), RecordError> {
         if self.failed {
             return Err(RecordError::Failed {
                 path: self.path.display().to_string(),
             });
         }
-        let t = self.start.elapsed().as_secs_f64();
+        let offset = at
+            .saturating_duration_since(self.start)
+            .max(self.last_offset);
+        self.last_offset = offset;
+        let t = offset.as_secs_f64();
         // Straight into the buffer: output is the hot path (one copy, while escaping).
         write_event(&mut self.buf, t, code, data);
         self.events += 1;
@@ -368,16 +401,6 @@ fn write_event(buf: &mut Vec<u8>, t: f64, code: &str, data: &str) {
     buf.extend_from_slice(b", ");
     write_json_str(buf, data);
     buf.extend_from_slice(b"]\n");
-}
-
-/// A JSON string literal. Writing a `&str` into a `Vec` cannot fail; should serde_json ever
-/// report an error anyway, the fallback still yields a valid literal.
-fn write_json_str(buf: &mut Vec<u8>, s: &str) {
-    let mark = buf.len();
-    if serde_json::to_writer(&mut *buf, s).is_err() {
-        buf.truncate(mark);
-        buf.extend_from_slice(b"\"\"");
-    }
 }
 
 /// The header line (no newline).
