@@ -220,14 +220,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     .context("cannot bind gatehouse's SSH port")?;
     let ssh_port = listener.local_addr()?.port();
 
+    // /dev/null is a file, so no directory can be made below it: every recording fails.
+    let recordings_dir = if args.no_recording {
+        "/dev/null/recordings"
+    } else {
+        "recordings"
+    };
+    let mut extra = String::new();
+    if args.no_recording {
+        extra.push_str("\n[recording]\non_failure = \"continue\"\n");
+    }
+    if args.no_masking {
+        extra.push_str("\n[masking]\nenabled = false\n");
+    }
     let toml = format!(
         "# Written by `gatehouse demo`: the configuration this demo runs with.\n\
-         [server]\nssh_listen = \"127.0.0.1:{ssh_port}\"\ndata_dir = \"data\"\nrecordings_dir = \"recordings\"\n\n\
+         [server]\nssh_listen = \"127.0.0.1:{ssh_port}\"\ndata_dir = \"data\"\nrecordings_dir = \"{recordings_dir}\"\n\n\
          [ca]\nprivate_key = \"ca/user_ca\"\n\n\
          [vault]\nmaster_key_file = \"vault.key\"\n\n\
          [[targets]]\nname = \"demo\"\naddress = \"127.0.0.1:{sshd_port}\"\nuser = \"{user}\"\n\
          host_keys = [\"{sshd_host_key}\"]\npolicy = \"default\"\nmax_channels = 32\n\n\
-         [[grants]]\nprincipals = [\"group:agents\", \"group:reviewers\"]\ntargets = [\"demo\"]\n"
+         [[grants]]\nprincipals = [\"group:agents\", \"group:reviewers\"]\ntargets = [\"demo\"]\n{extra}"
     );
     let config_path = dir.join("gatehouse.toml");
     std::fs::write(&config_path, toml)?;

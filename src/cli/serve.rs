@@ -44,6 +44,15 @@ pub struct DemoArgs {
     /// sshd runs as root when started by root, so it can log in as another local account.
     #[arg(long, env = "GATEHOUSE_DEMO_TARGET_USER")]
     pub target_user: Option<String>,
+    /// Benchmarks only: turn output masking off (`[masking] enabled = false`), to compare the
+    /// data path with and without it side by side.
+    #[arg(long)]
+    pub no_masking: bool,
+    /// Benchmarks only: run every exec unrecorded, through the documented degraded mode
+    /// (`[recording] on_failure = "continue"` with a recordings directory that cannot exist;
+    /// each exec is logged and audited as `recording.failed`).
+    #[arg(long)]
+    pub no_recording: bool,
 }
 
 /// `gatehouse target ...`
