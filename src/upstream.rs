@@ -225,8 +225,47 @@ impl client::Handler for PinnedHostKey {
     }
 }
 
+/// Ciphers offered to targets, most preferred first. The target hop carries every byte an agent
+/// reads, and gatehouse decrypts it beside encrypting it again for the agent: with AES and
+/// carry-less multiply in hardware, AES-GCM costs a third of ChaCha20-Poly1305 in ring (about
+/// 7 GB/s against 2.5 GB/s per core here), so it goes first; without them ChaCha20 stays first
+/// (russh's own order).
+fn upstream_ciphers() -> &'static [russh::cipher::Name] {
+    use russh::cipher::{AES_128_CTR, AES_192_CTR, AES_256_CTR, AES_256_GCM, CHACHA20_POLY1305};
+    const AES_FIRST: &[russh::cipher::Name] = &[
+        AES_256_GCM,
+        CHACHA20_POLY1305,
+        AES_256_CTR,
+        AES_192_CTR,
+        AES_128_CTR,
+    ];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq")
+    {
+        return AES_FIRST;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("aes")
+        && std::arch::is_aarch64_feature_detected!("pmull")
+    {
+        return AES_FIRST;
+    }
+    &[
+        CHACHA20_POLY1305,
+        AES_256_GCM,
+        AES_256_CTR,
+        AES_192_CTR,
+        AES_128_CTR,
+    ]
+}
+
 fn client_config() -> Arc<client::Config> {
     Arc::new(client::Config {
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(upstream_ciphers()),
+            ..russh::Preferred::DEFAULT
+        },
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
