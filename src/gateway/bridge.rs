@@ -122,7 +122,7 @@ pub async fn run(
         while let Some((frame, _permit)) = to_target_rx.recv().await {
             let ok = match frame {
                 Frame::Data(data) => {
-                    if record_input && !input_recording.input(&data) {
+                    if record_input && !input_recording.input(data.clone()).await {
                         break;
                     }
                     up_tx.data_bytes(data).await.is_ok()
@@ -131,7 +131,7 @@ pub async fn run(
                 Frame::ExtendedData(..) => true,
                 Frame::Eof => up_tx.eof().await.is_ok(),
                 Frame::WindowChange(c, r, pw, ph) => {
-                    input_recording.resize(c, r);
+                    input_recording.resize(c, r).await;
                     up_tx.window_change(c, r, pw, ph).await.is_ok()
                 }
                 Frame::Signal(sig) => up_tx.signal(sig).await.is_ok(),
@@ -153,7 +153,6 @@ pub async fn run(
             recording: &recording,
             stdout: masking.as_ref().map(|m| Masker::new(m.0.clone(), m.1)),
             stderr: masking.as_ref().map(|m| Masker::new(m.0.clone(), m.1)),
-            scratch: Vec::new(),
             recording_failed: false,
         };
         loop {
@@ -260,8 +259,6 @@ struct Output<'a> {
     stdout: Option<Masker>,
     /// Masker for stderr (a separate stream: a secret never spans the two).
     stderr: Option<Masker>,
-    /// Reused output buffer.
-    scratch: Vec<u8>,
     /// Set when the recording failed (fail closed ends the exec).
     recording_failed: bool,
 }
@@ -280,9 +277,10 @@ impl Output<'_> {
         };
         let bytes = match masker {
             Some(m) => {
-                self.scratch.clear();
-                m.push(data, &mut self.scratch);
-                Bytes::copy_from_slice(&self.scratch)
+                // A fresh buffer per chunk becomes the `Bytes` without a copy.
+                let mut masked = Vec::with_capacity(data.len() + 64);
+                m.push(data, &mut masked);
+                Bytes::from(masked)
             }
             None => data.clone(),
         };
@@ -298,9 +296,9 @@ impl Output<'_> {
             };
             if let Some(m) = masker {
                 if m.has_pending() {
-                    self.scratch.clear();
-                    m.flush(&mut self.scratch);
-                    let bytes = Bytes::copy_from_slice(&self.scratch);
+                    let mut held = Vec::new();
+                    m.flush(&mut held);
+                    let bytes = Bytes::from(held);
                     if !self.send(ext, bytes).await {
                         return false;
                     }
@@ -314,7 +312,7 @@ impl Output<'_> {
         if bytes.is_empty() {
             return true;
         }
-        if !self.recording.output(&bytes) {
+        if !self.recording.output(bytes.clone()).await {
             self.recording_failed = true;
             return false;
         }

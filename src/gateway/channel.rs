@@ -18,7 +18,6 @@ use crate::config::ApprovalMode;
 use crate::identity::ca::CertIdentity;
 use crate::policy::{self, Action, Decision};
 use crate::record::cast::RecordingHeader;
-use crate::record::mask::MaskMode;
 use crate::upstream::TargetAccess;
 
 /// Exit status for a command gatehouse refused (policy, reviewer or expiry).
@@ -91,13 +90,17 @@ impl Inflows {
 }
 
 /// A pty the agent asked for; requested upstream for the command it goes with.
-struct PtyRequest {
-    term: String,
-    cols: u32,
-    rows: u32,
-    pix_width: u32,
-    pix_height: u32,
-    modes: Vec<(Pty, u32)>,
+pub(super) struct PtyRequest {
+    /// TERM, for the recording header and the target's pty.
+    pub(super) term: String,
+    /// Size in characters (updated by window-change before the exec).
+    pub(super) cols: u32,
+    pub(super) rows: u32,
+    /// Size in pixels, passed through.
+    pub(super) pix_width: u32,
+    pub(super) pix_height: u32,
+    /// Terminal modes, passed through.
+    pub(super) modes: Vec<(Pty, u32)>,
 }
 
 /// Runs one agent channel to its end.
@@ -186,14 +189,42 @@ async fn exec(
         ),
         pty: pty.is_some(),
     };
-    let recording = match ExecRecording::start(
-        &gw.config.server.recordings_dir,
-        &header,
-        gw.config.recording.on_failure,
-        gw.audit.clone(),
-    ) {
+    let decision = decide(ctx, &command);
+    tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
+    let audit_fields = serde_json::json!({
+        "session_id": ctx.session_id.to_string(),
+        "identity": ctx.identity.identity,
+        "serial": ctx.identity.serial,
+        "target": target.name,
+        "command": line,
+        "commands": decision.commands,
+        "decision": decision.decision,
+        "rule": decision.rule,
+        "reason": decision.reason,
+    });
+    // The recording, the decision's audit record and, for an allowed command, the upstream
+    // channel do not depend on each other: get them at once, so that the exec waits for the
+    // slowest of them rather than their sum. Nothing runs until all three are in place.
+    let allowed = decision.decision == Action::Allow;
+    let (recording, audited, mut upstream) = tokio::join!(
+        ExecRecording::start(
+            &gw.config.server.recordings_dir,
+            &header,
+            gw.config.recording.on_failure,
+            gw.audit.clone(),
+        ),
+        gw.audit_event("command.decision", audit_fields),
+        async {
+            match allowed {
+                true => Some(gw.pool.open_channel(&ctx.access).await),
+                false => None,
+            }
+        },
+    );
+    let recording = match recording {
         Ok(r) => r,
         Err(err) => {
+            super::run::close_unused(upstream).await;
             refuse(
                 &channel,
                 None,
@@ -204,53 +235,14 @@ async fn exec(
             return;
         }
     };
-    if !recording.marker(&format!("cmd: {line}")) {
+    if !recording.marker(&format!("cmd: {line}")).await {
+        super::run::close_unused(upstream).await;
         refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
         return;
     }
-
-    let decision = if command.len() > MAX_COMMAND_BYTES {
-        Decision {
-            decision: Action::Deny,
-            rule: "line-too-long".into(),
-            reason: format!("command line over {MAX_COMMAND_BYTES} bytes"),
-            commands: Vec::new(),
-            reviewers: None,
-            approvals_required: 1,
-        }
-    } else {
-        match gw.policies.policy(&target.policy) {
-            Some(policy) => policy::decide(policy, &command),
-            // Fail closed: a target naming a policy that is not loaded runs nothing.
-            None => Decision {
-                decision: Action::Hold,
-                rule: "missing-policy".into(),
-                reason: format!("policy {:?} is not loaded", target.policy),
-                commands: Vec::new(),
-                reviewers: None,
-                approvals_required: 1,
-            },
-        }
-    };
-    tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
-    if !gw
-        .audit_event(
-            "command.decision",
-            serde_json::json!({
-                "session_id": ctx.session_id.to_string(),
-                "identity": ctx.identity.identity,
-                "serial": ctx.identity.serial,
-                "target": target.name,
-                "command": line,
-                "commands": decision.commands,
-                "decision": decision.decision,
-                "rule": decision.rule,
-                "reason": decision.reason,
-            }),
-        )
-        .await
-    {
+    if !audited {
         // Fail closed: a decision that cannot be audited is not carried out.
+        super::run::close_unused(upstream).await;
         refuse(
             &channel,
             Some(&recording),
@@ -265,11 +257,13 @@ async fn exec(
     let mut early = Vec::new();
     match decision.decision {
         Action::Deny => {
-            recording.marker(&format!(
-                "deny rule {}: {}",
-                decision.rule,
-                one_line(&decision.reason)
-            ));
+            recording
+                .marker(&format!(
+                    "deny rule {}: {}",
+                    decision.rule,
+                    one_line(&decision.reason)
+                ))
+                .await;
             let msg = format!(
                 "gatehouse: denied by rule {}: {}\n",
                 decision.rule,
@@ -280,7 +274,11 @@ async fn exec(
             return;
         }
         Action::Allow => {
-            if !recording.marker(&format!("allow rule {}", decision.rule)) {
+            if !recording
+                .marker(&format!("allow rule {}", decision.rule))
+                .await
+            {
+                super::run::close_unused(upstream.take()).await;
                 refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
                 return;
             }
@@ -298,7 +296,7 @@ async fn exec(
             .await
             {
                 // Approved: the marker saying so must be on the record before it runs.
-                HoldResult::Run if !recording.marker("run after approval") => {
+                HoldResult::Run if !recording.marker("run after approval").await => {
                     refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
                     return;
                 }
@@ -310,12 +308,54 @@ async fn exec(
             }
         }
     }
-    let status = run_upstream(ctx, channel, early, command, pty, env, recording.clone()).await;
-    recording.marker(&match status {
-        Some(s) => format!("exit {s}"),
-        None => "closed".to_string(),
-    });
+    let status = super::run::run_upstream(
+        ctx,
+        super::run::Exec {
+            channel,
+            early,
+            command,
+            pty,
+            env,
+            upstream,
+        },
+        recording.clone(),
+    )
+    .await;
+    recording
+        .marker(&match status {
+            Some(s) => format!("exit {s}"),
+            None => "closed".to_string(),
+        })
+        .await;
     recording.finish(status).await;
+}
+
+/// The policy decision for a command line (lines over [`MAX_COMMAND_BYTES`] are denied, a
+/// missing policy holds).
+fn decide(ctx: &ChannelContext, command: &[u8]) -> Decision {
+    let target = &ctx.access.target;
+    if command.len() > MAX_COMMAND_BYTES {
+        return Decision {
+            decision: Action::Deny,
+            rule: "line-too-long".into(),
+            reason: format!("command line over {MAX_COMMAND_BYTES} bytes"),
+            commands: Vec::new(),
+            reviewers: None,
+            approvals_required: 1,
+        };
+    }
+    match ctx.gateway.policies.policy(&target.policy) {
+        Some(policy) => policy::decide(policy, command),
+        // Fail closed: a target naming a policy that is not loaded runs nothing.
+        None => Decision {
+            decision: Action::Hold,
+            rule: "missing-policy".into(),
+            reason: format!("policy {:?} is not loaded", target.policy),
+            commands: Vec::new(),
+            reviewers: None,
+            approvals_required: 1,
+        },
+    }
 }
 
 /// What became of a held command.
@@ -342,7 +382,9 @@ async fn hold(
     let identity = &ctx.identity.identity;
     // An approval given earlier (return mode, or while gatehouse restarted) runs exactly once.
     if let Some(granted) = approvals.take_grant(identity, &target.name, command) {
-        recording.marker(&format!("approved {} (resent after approval)", granted.id));
+        recording
+            .marker(&format!("approved {} (resent after approval)", granted.id))
+            .await;
         return HoldResult::Run;
     }
     let return_mode = target.approval == ApprovalMode::Return
@@ -371,12 +413,14 @@ async fn hold(
             }
         },
     };
-    recording.marker(&format!(
-        "held {} rule {}: {}",
-        held.id,
-        decision.rule,
-        one_line(&decision.reason)
-    ));
+    recording
+        .marker(&format!(
+            "held {} rule {}: {}",
+            held.id,
+            decision.rule,
+            one_line(&decision.reason)
+        ))
+        .await;
     if return_mode {
         let msg = held.return_line(approvals.settings().grant_ttl);
         refuse(channel, Some(recording), &msg, EXIT_HELD_RETURN).await;
@@ -384,7 +428,7 @@ async fn hold(
     }
 
     let waiting = held.waiting_line(approvals.settings().wait_timeout);
-    recording.output(waiting.as_bytes());
+    recording.output(waiting.clone().into()).await;
     if channel
         .extended_data_bytes(1, waiting.into_bytes())
         .await
@@ -416,7 +460,9 @@ async fn hold(
     };
     let Some(outcome) = outcome else {
         approvals.cancel(&held.id);
-        recording.marker(&format!("cancelled {}: the agent went away", held.id));
+        recording
+            .marker(&format!("cancelled {}: the agent went away", held.id))
+            .await;
         return HoldResult::Ended(EXIT_REFUSED);
     };
     match &outcome {
@@ -432,7 +478,7 @@ async fn hold(
                         .join(", ")
                 })
                 .unwrap_or_default();
-            recording.marker(&format!("approved by {by}"));
+            recording.marker(&format!("approved by {by}")).await;
             HoldResult::Run
         }
         other => {
@@ -442,7 +488,7 @@ async fn hold(
                 Outcome::Cancelled => "cancelled".to_string(),
                 _ => "refused".to_string(),
             };
-            recording.marker(&label);
+            recording.marker(&label).await;
             let msg = other
                 .refusal_line(&held.id)
                 .unwrap_or_else(|| format!("gatehouse: request {} refused\n", held.id));
@@ -467,14 +513,14 @@ fn one_line(text: &str) -> String {
 }
 
 /// Reports a refusal: one stderr line (recorded too), the exit status, EOF, close.
-async fn refuse(
+pub(super) async fn refuse(
     channel: &Channel<Msg>,
     recording: Option<&ExecRecording>,
     line: &str,
     status: u32,
 ) {
     if let Some(r) = recording {
-        r.output(line.as_bytes());
+        r.output(line.to_owned().into()).await;
     }
     let _ = channel
         .extended_data_bytes(1, line.as_bytes().to_vec())
@@ -482,111 +528,4 @@ async fn refuse(
     let _ = channel.exit_status(status).await;
     let _ = channel.eof().await;
     let _ = channel.close().await;
-}
-
-/// Opens the upstream channel, runs the command there and bridges until it ends.
-#[allow(clippy::too_many_arguments)]
-async fn run_upstream(
-    ctx: &ChannelContext,
-    channel: Channel<Msg>,
-    early: Vec<ChannelMsg>,
-    command: Vec<u8>,
-    pty: Option<PtyRequest>,
-    env: Vec<(String, String)>,
-    recording: ExecRecording,
-) -> Option<u32> {
-    let target = &ctx.access.target;
-    let upstream = match ctx.gateway.pool.open_channel(&ctx.access).await {
-        Ok(up) => up,
-        Err(err) => {
-            tracing::error!(error = %err, "upstream unavailable");
-            refuse(
-                &channel,
-                Some(&recording),
-                &format!("gatehouse: {err}\n"),
-                EXIT_UPSTREAM_FAILED,
-            )
-            .await;
-            return Some(EXIT_UPSTREAM_FAILED);
-        }
-    };
-    let up = &upstream.channel;
-    let started = async {
-        if let Some(p) = &pty {
-            up.request_pty(
-                false,
-                &p.term,
-                p.cols,
-                p.rows,
-                p.pix_width,
-                p.pix_height,
-                &p.modes,
-            )
-            .await?;
-        }
-        for (name, value) in &env {
-            up.set_env(false, name.as_str(), value.as_str()).await?;
-        }
-        up.exec(true, command).await
-    };
-    if let Err(err) = started.await {
-        tracing::error!(error = %err, target_name = %target.name, "upstream exec failed");
-        let msg = format!(
-            "gatehouse: target {} failed to start the command\n",
-            target.name
-        );
-        refuse(&channel, Some(&recording), &msg, EXIT_UPSTREAM_FAILED).await;
-        return Some(EXIT_UPSTREAM_FAILED);
-    }
-    let crate::upstream::UpstreamChannel {
-        channel: up_channel,
-        permit,
-    } = upstream;
-    let record_input = ctx.gateway.config.recording.record_input;
-    let agent_id = channel.id();
-    let inflow = ctx.inflows.add(agent_id);
-    // PTY output is masked same-length so that the screen keeps its layout.
-    let masking = ctx.access.mask.clone().map(|(rules, mode)| {
-        let mode = if pty.is_some() {
-            MaskMode::SameLength
-        } else {
-            mode
-        };
-        (rules, mode)
-    });
-    let end = super::bridge::run(
-        channel,
-        early,
-        up_channel,
-        ctx.handle.clone(),
-        recording.clone(),
-        record_input,
-        masking,
-        inflow,
-    )
-    .await;
-    ctx.inflows.remove(agent_id);
-    drop(permit);
-    if !end.masked.is_empty() {
-        let summary = end
-            .masked
-            .iter()
-            .map(|(kind, n)| format!("{kind}={n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        recording.marker(&format!("masked: {summary}"));
-        ctx.gateway
-            .audit_event(
-                "output.masked",
-                serde_json::json!({
-                    "session_id": ctx.session_id.to_string(),
-                    "identity": ctx.identity.identity,
-                    "target": target.name,
-                    "counts": end.masked,
-                }),
-            )
-            .await;
-    }
-    tracing::info!(exit_status = ?end.status, masked = ?end.masked, "exec finished");
-    end.status
 }

@@ -10,6 +10,7 @@ pub mod channel;
 pub mod console;
 pub mod ratelimit;
 pub mod recording;
+mod run;
 pub mod server;
 
 use std::collections::HashMap;

@@ -1,30 +1,51 @@
-//! One exec's recording as the gateway sees it: a [`Recorder`] shared by the bridge's writer
-//! and the exec flow, a 1 s flush timer, and the fail-closed rule for recordings that cannot
-//! be written.
+//! One exec's recording as the gateway sees it. The bridge and the exec flow hand events to a
+//! bounded queue; a writer task owns the [`Recorder`] and applies them in batches on the
+//! blocking pool, so JSON escaping, hashing and file writes run beside the data path instead of
+//! inside it (a chunk of output costs the bridge one queue send). The writer also flushes a
+//! quiet recording once a second.
 //!
-//! With `on_failure = "refuse"` (the default) a recording that cannot be created refuses the
-//! exec, and one that fails mid-way ends it; with `"continue"` the exec goes on unrecorded and
-//! the audit log says so loudly.
+//! Fail closed: with `on_failure = "refuse"` (the default) a recording that cannot be created
+//! refuses the exec, and once a write fails every later event is refused, which ends the exec.
+//! Output already queued when the write failed (at most [`QUEUE_EVENTS`] chunks) may have
+//! reached the agent, the same lag any buffered writer has. With `"continue"` the exec goes on
+//! unrecorded and the audit log says so loudly.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::AuditLog;
 use crate::config::OnRecordingFailure;
-use crate::record::cast::{Recorder, RecordingHeader};
+use crate::record::cast::{RecordError, Recorder, RecordingHeader, FLUSH_INTERVAL};
 
-/// A live recording, or the record of why there is none.
+/// Events queued per recording at most. Output and input events carry one SSH packet's data
+/// (at most 32 KiB, plus what the masker held back), so the queue holds a few MiB at most.
+pub const QUEUE_EVENTS: usize = 64;
+
+/// One thing to record, stamped when it happened.
+enum Event {
+    Output(Bytes, Instant),
+    Input(Bytes, Instant),
+    Marker(String, Instant),
+    Resize(u16, u16, Instant),
+    /// Seal the recording; the answer comes once the seal is in the audit log (or failed).
+    Finish(Option<i32>, oneshot::Sender<()>),
+}
+
+/// A live recording, or the record of why there is none. Clones share the recording.
 #[derive(Clone)]
 pub struct ExecRecording {
-    /// `None` once finished, failed, or when recording was not possible and allowed to fail.
-    recorder: Arc<Mutex<Option<Recorder>>>,
+    /// Events to the writer task; `None` when the recording could not be created and
+    /// `on_failure = "continue"` lets the exec run unrecorded.
+    events: Option<mpsc::Sender<Event>>,
     /// Whether a write failure must end the exec.
     fail_closed: bool,
-    /// Set once a write failed: with `fail_closed`, every later write reports failure too, so
-    /// nothing is sent unrecorded after the first error.
-    failed: Arc<std::sync::atomic::AtomicBool>,
-    /// Receives `recording.sealed` (from the recorder) and `recording.failed`.
-    audit: Arc<AuditLog>,
+    /// Set by the writer once a write failed: with `fail_closed`, every later event is refused,
+    /// so nothing is sent unrecorded once the failure is known.
+    failed: Arc<AtomicBool>,
 }
 
 /// A recording that must exist could not be created.
@@ -33,132 +54,209 @@ pub struct ExecRecording {
 pub struct RecordingUnavailable(pub String);
 
 impl ExecRecording {
-    /// Starts the recording of one exec; `Err` means the exec must be refused.
-    pub fn start(
+    /// Starts the recording of one exec (file creation runs on the blocking pool); `Err` means
+    /// the exec must be refused.
+    pub async fn start(
         root: &std::path::Path,
         header: &RecordingHeader,
         on_failure: OnRecordingFailure,
         audit: Arc<AuditLog>,
     ) -> Result<ExecRecording, RecordingUnavailable> {
         let fail_closed = on_failure == OnRecordingFailure::Refuse;
-        let recorder = match Recorder::create(root, header) {
-            Ok(r) => Some(r),
+        let created = {
+            let root = root.to_path_buf();
+            let header = header.clone();
+            tokio::task::spawn_blocking(move || Recorder::create(&root, &header))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+        };
+        let failed = Arc::new(AtomicBool::new(false));
+        let recorder = match created {
+            Ok(r) => r,
             Err(err) => {
                 tracing::error!(error = %err, "cannot create the recording");
-                let _ = audit.append(
-                    "recording.failed",
-                    serde_json::json!({
-                        "session_id": header.session_id,
-                        "identity": header.identity,
-                        "target": header.target,
-                        "error": err.to_string(),
-                        "continued": !fail_closed,
-                    }),
-                );
+                let fields = serde_json::json!({
+                    "session_id": header.session_id,
+                    "identity": header.identity,
+                    "target": header.target,
+                    "error": err,
+                    "continued": !fail_closed,
+                });
+                let _ =
+                    tokio::task::spawn_blocking(move || audit.append("recording.failed", fields))
+                        .await;
                 if fail_closed {
-                    return Err(RecordingUnavailable(err.to_string()));
+                    return Err(RecordingUnavailable(err));
                 }
-                None
+                return Ok(ExecRecording {
+                    events: None,
+                    fail_closed,
+                    failed,
+                });
             }
         };
-        let rec = ExecRecording {
-            recorder: Arc::new(Mutex::new(recorder)),
-            fail_closed,
-            failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        let (tx, rx) = mpsc::channel(QUEUE_EVENTS);
+        tokio::spawn(write_loop(
+            Box::new(recorder),
+            rx,
+            failed.clone(),
             audit,
-        };
-        rec.spawn_flusher();
-        Ok(rec)
+            fail_closed,
+        ));
+        Ok(ExecRecording {
+            events: Some(tx),
+            fail_closed,
+            failed,
+        })
     }
 
-    /// Flushes buffered events at least once a second while the recording is open.
-    fn spawn_flusher(&self) {
-        let weak = Arc::downgrade(&self.recorder);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let Some(recorder) = weak.upgrade() else {
-                    return;
-                };
-                let Ok(mut guard) = recorder.lock() else {
-                    return;
-                };
-                match guard.as_mut() {
-                    Some(r) => {
-                        let _ = r.flush_if_due();
-                    }
-                    None => return,
-                }
-            }
-        });
+    /// False once the exec must end because its recording failed.
+    fn usable(&self) -> bool {
+        !(self.fail_closed && self.failed.load(Ordering::SeqCst))
     }
 
-    /// Applies `f` to the recorder; returns false when the exec must end (fail closed).
-    fn with(
-        &self,
-        f: impl FnOnce(&mut Recorder) -> Result<(), crate::record::cast::RecordError>,
-    ) -> bool {
-        let Ok(mut guard) = self.recorder.lock() else {
-            return !self.fail_closed;
-        };
-        let Some(recorder) = guard.as_mut() else {
-            return !(self.fail_closed && self.failed.load(std::sync::atomic::Ordering::SeqCst));
-        };
-        match f(recorder) {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::error!(error = %err, "recording write failed");
-                let _ = self.audit.append(
-                    "recording.failed",
-                    serde_json::json!({ "error": err.to_string(), "continued": !self.fail_closed }),
-                );
-                *guard = None;
-                self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                !self.fail_closed
-            }
+    /// Queues an event (waiting while the queue is full: a slow disk slows the exec); false
+    /// when the exec must end (fail closed).
+    async fn send(&self, event: Event) -> bool {
+        if !self.usable() {
+            return false;
+        }
+        match &self.events {
+            // The writer is gone: finished (fine) or failed (usable says which).
+            Some(tx) => tx.send(event).await.is_ok() || self.usable(),
+            None => true,
         }
     }
 
     /// Records output bytes (stdout and stderr alike, as terminals show them).
-    pub fn output(&self, bytes: &[u8]) -> bool {
-        self.with(|r| r.output(bytes))
+    pub async fn output(&self, bytes: Bytes) -> bool {
+        self.send(Event::Output(bytes, Instant::now())).await
     }
 
     /// Records agent input (only called when input recording is on).
-    pub fn input(&self, bytes: &[u8]) -> bool {
-        self.with(|r| r.input(bytes))
+    pub async fn input(&self, bytes: Bytes) -> bool {
+        self.send(Event::Input(bytes, Instant::now())).await
     }
 
     /// Records a marker (commands, decisions, approvals).
-    pub fn marker(&self, label: &str) -> bool {
-        self.with(|r| r.marker(label))
+    pub async fn marker(&self, label: &str) -> bool {
+        self.send(Event::Marker(label.to_owned(), Instant::now()))
+            .await
     }
 
     /// Records a terminal resize.
-    pub fn resize(&self, cols: u32, rows: u32) -> bool {
+    pub async fn resize(&self, cols: u32, rows: u32) -> bool {
         let cols = u16::try_from(cols).unwrap_or(u16::MAX);
         let rows = u16::try_from(rows).unwrap_or(u16::MAX);
-        self.with(|r| r.resize(cols, rows))
+        self.send(Event::Resize(cols, rows, Instant::now())).await
     }
 
-    /// Seals the recording (exit event, fsync, `recording.sealed` in the audit log) off the
-    /// async threads.
+    /// Seals the recording (exit event, fsync, `recording.sealed` in the audit log) after
+    /// everything queued before it, and waits until that is done.
     pub async fn finish(&self, exit_status: Option<u32>) {
-        let recorder = match self.recorder.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(_) => None,
-        };
-        let Some(recorder) = recorder else {
+        let Some(tx) = &self.events else {
             return;
         };
-        let audit = self.audit.clone();
         let status = exit_status.map(|s| i32::try_from(s).unwrap_or(i32::MAX));
-        let sealed = tokio::task::spawn_blocking(move || recorder.finish(status, &audit)).await;
-        match sealed {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::error!(error = %err, "cannot seal the recording"),
-            Err(err) => tracing::error!(error = %err, "sealing task failed"),
+        let (reply, sealed) = oneshot::channel();
+        if tx.send(Event::Finish(status, reply)).await.is_ok() {
+            let _ = sealed.await;
         }
+    }
+}
+
+/// What became of the recorder after a batch.
+enum Applied {
+    /// Still open: more events may follow.
+    Open(Box<Recorder>),
+    /// Sealed (or sealing failed, already logged): the writer is done.
+    Sealed,
+    /// A write failed; the recording is incomplete.
+    Failed(RecordError),
+}
+
+/// Owns the recorder: applies queued events in batches on the blocking pool and flushes quiet
+/// recordings once a second, until the recording is sealed, fails, or every sender is gone
+/// (an exec task that ended without sealing: the recorder's `Drop` writes what it has and the
+/// `.open` marker makes the next start seal it).
+async fn write_loop(
+    recorder: Box<Recorder>,
+    mut rx: mpsc::Receiver<Event>,
+    failed: Arc<AtomicBool>,
+    audit: Arc<AuditLog>,
+    fail_closed: bool,
+) {
+    let mut recorder = Some(recorder);
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(QUEUE_EVENTS);
+    loop {
+        tokio::select! {
+            received = rx.recv_many(&mut batch, QUEUE_EVENTS) => {
+                if received == 0 {
+                    return;
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        let Some(open) = recorder.take() else {
+            // Failed earlier and allowed to continue: nothing is written any more.
+            if let Some(reply) = batch.drain(..).find_map(|e| match e {
+                Event::Finish(_, reply) => Some(reply),
+                _ => None,
+            }) {
+                let _ = reply.send(());
+                return;
+            }
+            continue;
+        };
+        let events = std::mem::take(&mut batch);
+        let log = audit.clone();
+        let applied = tokio::task::spawn_blocking(move || apply(open, events, &log)).await;
+        let err = match applied {
+            Ok(Applied::Open(open)) => {
+                recorder = Some(open);
+                continue;
+            }
+            Ok(Applied::Sealed) => return,
+            Ok(Applied::Failed(err)) => err.to_string(),
+            Err(err) => format!("recording task failed: {err}"),
+        };
+        tracing::error!(error = %err, "recording write failed");
+        failed.store(true, Ordering::SeqCst);
+        let fields = serde_json::json!({ "error": err, "continued": !fail_closed });
+        let log = audit.clone();
+        let _ = tokio::task::spawn_blocking(move || log.append("recording.failed", fields)).await;
+        if fail_closed {
+            // Dropping the queue wakes every sender; they see `failed` and end the exec.
+            return;
+        }
+    }
+}
+
+/// Applies a batch of events in order (blocking: file writes, and the seal's fsync).
+fn apply(mut recorder: Box<Recorder>, events: Vec<Event>, audit: &AuditLog) -> Applied {
+    for event in events {
+        let written = match event {
+            Event::Output(bytes, at) => recorder.output_at(&bytes, at),
+            Event::Input(bytes, at) => recorder.input_at(&bytes, at),
+            Event::Marker(label, at) => recorder.marker_at(&label, at),
+            Event::Resize(cols, rows, at) => recorder.resize_at(cols, rows, at),
+            Event::Finish(status, reply) => {
+                if let Err(err) = recorder.finish(status, audit) {
+                    tracing::error!(error = %err, "cannot seal the recording");
+                }
+                let _ = reply.send(());
+                return Applied::Sealed;
+            }
+        };
+        if let Err(err) = written {
+            return Applied::Failed(err);
+        }
+    }
+    match recorder.flush_if_due() {
+        Ok(()) => Applied::Open(recorder),
+        Err(err) => Applied::Failed(err),
     }
 }
