@@ -7,6 +7,7 @@
 //! callers wait for a free channel. This module knows nothing of agents or policy.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,9 @@ pub struct UpstreamChannel {
     pub channel: russh::Channel<client::Msg>,
     /// Held for the channel's lifetime.
     pub permit: OwnedSemaphorePermit,
+    /// The connection's congestion count: whoever reads this channel raises it while it waits
+    /// for room to put the target's output (see `Connection::congested`).
+    pub congested: Arc<AtomicUsize>,
 }
 
 /// One authenticated SSH connection to a target.
@@ -78,6 +82,26 @@ struct Connection {
     handle: client::Handle<PinnedHostKey>,
     /// One permit per channel that may be open at once on this connection.
     slots: Arc<Semaphore>,
+    /// Channels whose output is backed up right now. russh 0.65 grants window per connection
+    /// as data arrives and then waits for room in the channel's queue, so while one channel's
+    /// agent is not reading, the whole connection's packet loop waits with it: new channels
+    /// are put on a connection that is not backed up (a new one if needed) instead.
+    congested: Arc<AtomicUsize>,
+}
+
+impl Connection {
+    /// A free channel slot, if this connection has one.
+    fn slot(self: &Arc<Self>) -> Option<(Arc<Connection>, OwnedSemaphorePermit)> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|p| (self.clone(), p))
+    }
+
+    fn is_congested(&self) -> bool {
+        self.congested.load(Ordering::SeqCst) > 0
+    }
 }
 
 /// The live connections to one (target, user); the lock makes connecting single-flight.
@@ -112,13 +136,16 @@ impl Pool {
             let (conn, permit) = {
                 let mut conns = entry.lock().await;
                 conns.retain(|c| !c.handle.is_closed());
-                let free = conns.iter().find_map(|c| {
-                    c.slots
-                        .clone()
-                        .try_acquire_owned()
-                        .ok()
-                        .map(|p| (c.clone(), p))
-                });
+                // A connection that is not backed up; at the connection limit, any with room.
+                let free = conns
+                    .iter()
+                    .filter(|c| !c.is_congested())
+                    .find_map(Connection::slot)
+                    .or_else(|| {
+                        (conns.len() >= MAX_CONNECTIONS_PER_TARGET)
+                            .then(|| conns.iter().find_map(Connection::slot))
+                            .flatten()
+                    });
                 match free {
                     Some(found) => found,
                     None if conns.len() < MAX_CONNECTIONS_PER_TARGET => {
@@ -154,7 +181,13 @@ impl Pool {
                 }
             };
             match conn.handle.channel_open_session().await {
-                Ok(channel) => return Ok(UpstreamChannel { channel, permit }),
+                Ok(channel) => {
+                    return Ok(UpstreamChannel {
+                        channel,
+                        permit,
+                        congested: conn.congested.clone(),
+                    })
+                }
                 Err(russh::Error::ChannelOpenFailure(reason)) => {
                     // The connection is alive but the target wants fewer channels on it: learn
                     // that by retiring this slot for good, and try elsewhere.
@@ -344,6 +377,7 @@ async fn connect(access: &TargetAccess) -> Result<Connection, UpstreamError> {
     Ok(Connection {
         handle,
         slots: Arc::new(Semaphore::new(target.max_channels)),
+        congested: Arc::new(AtomicUsize::new(0)),
     })
 }
 

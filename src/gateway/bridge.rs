@@ -8,23 +8,37 @@
 //! keeps each loop moving while the other side catches up; past the bound, the reader stops and
 //! back-pressure reaches the sender, so memory stays bounded.
 //!
-//! Frames keep their order: EOF, exit status, exit signal and close reach the agent in the order
-//! the target sent them, after all the data before them.
+//! Frames keep their order, with one exception: an exit status or exit signal is held back until
+//! the target's EOF (or close), so the agent always gets every byte of output before it learns
+//! that the command ended. SSH does not order exit-status after the data, and OpenSSH's sshd
+//! sends it as soon as the command is reaped, possibly with output still in its buffers;
+//! clients that stop reading once they have the status (paramiko's `recv_exit_status` and a
+//! `recv_ready` loop) would lose the tail.
+//!
+//! Upstream head-of-line blocking: russh grants window on a pooled target connection as soon as
+//! data arrives and hands it to the channel's bounded queue, so a channel whose agent stops
+//! reading ends up blocking the connection's whole packet loop (russh 0.65 has no per-channel
+//! window control). Its reader marks the connection congested while it waits (see
+//! [`crate::upstream::UpstreamChannel::congested`]) and the pool puts new channels elsewhere.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, ChannelWriteHalf, Sig};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::recording::ExecRecording;
 use crate::record::mask::{MaskMode, MaskRules, Masker, QUIET_FLUSH};
 
-/// Bytes queued per direction at most: four times the SSH window either side grants (2 MiB).
+/// Bytes queued from the agent at most: eight times the SSH window either side grants (2 MiB).
 pub const PIPE_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of output queued toward the agent at most: twice the window, enough to keep the target
+/// connection's packet loop moving while the agent catches up, and all a stalled reader pins.
+pub const OUTPUT_PIPE_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes queued from the agent above which its SSH window is narrowed (see [`AgentInflow`]).
 pub const CONGESTED_AT: usize = 4 * 1024 * 1024;
 /// The window an agent connection gets while congested, and normally.
@@ -100,6 +114,7 @@ pub async fn run(
     record_input: bool,
     masking: Option<(Arc<MaskRules>, MaskMode)>,
     inflow: AgentInflow,
+    congested: Arc<AtomicUsize>,
 ) -> BridgeEnd {
     let agent_id = agent.id();
     let (agent_rx, agent_tx) = agent.split();
@@ -108,12 +123,13 @@ pub async fn run(
     let (to_target_tx, mut to_target_rx) = mpsc::channel::<Queued>(PIPE_FRAMES);
     let (to_agent_tx, mut to_agent_rx) = mpsc::channel::<Queued>(PIPE_FRAMES);
 
-    let read_agent = tokio::spawn(pump(agent_rx, early, to_target_tx, inflow.0.clone()));
+    let read_agent = tokio::spawn(pump(agent_rx, early, to_target_tx, inflow.0.clone(), None));
     let read_target = tokio::spawn(pump(
         up_rx,
         Vec::new(),
         to_agent_tx,
-        Arc::new(Semaphore::new(PIPE_BYTES)),
+        Arc::new(Semaphore::new(OUTPUT_PIPE_BYTES)),
+        Some(congested),
     ));
     let input_recording = recording.clone();
 
@@ -148,6 +164,9 @@ pub async fn run(
     // Target → agent: every byte passes the masker, then the recorder, then the agent.
     let write_agent = async move {
         let mut status = None;
+        // An exit status or signal that came before the target's EOF waits for it.
+        let mut exit: Option<Frame> = None;
+        let mut eof = false;
         let mut out = Output {
             agent: &agent_tx,
             recording: &recording,
@@ -179,22 +198,22 @@ pub async fn run(
             let ok = match frame {
                 Frame::Data(data) => out.emit(None, &data).await,
                 Frame::ExtendedData(ext, data) => out.emit(Some(ext), &data).await,
-                Frame::Eof => agent_tx.eof().await.is_ok(),
+                Frame::Eof => {
+                    eof = true;
+                    agent_tx.eof().await.is_ok()
+                        && send_exit(&agent_tx, &handle, agent_id, exit.take()).await
+                }
                 Frame::ExitStatus(code) => {
                     status = Some(code);
-                    agent_tx.exit_status(code).await.is_ok()
+                    exit = Some(Frame::ExitStatus(code));
+                    !eof || send_exit(&agent_tx, &handle, agent_id, exit.take()).await
                 }
-                Frame::ExitSignal {
-                    signal,
-                    core_dumped,
-                    message,
-                    lang,
-                } => {
-                    status = Some(128 + signal_number(&signal));
-                    handle
-                        .exit_signal_request(agent_id, signal, core_dumped, message, lang)
-                        .await
-                        .is_ok()
+                frame @ Frame::ExitSignal { .. } => {
+                    if let Frame::ExitSignal { signal, .. } = &frame {
+                        status = Some(128 + signal_number(signal));
+                    }
+                    exit = Some(frame);
+                    !eof || send_exit(&agent_tx, &handle, agent_id, exit.take()).await
                 }
                 Frame::ExecRefused => {
                     let _ = agent_tx
@@ -209,7 +228,10 @@ pub async fn run(
                         .await;
                     break;
                 }
-                Frame::Close => break,
+                Frame::Close => {
+                    send_exit(&agent_tx, &handle, agent_id, exit.take()).await;
+                    break;
+                }
                 Frame::WindowChange(..) | Frame::Signal(_) => true,
             };
             if !ok {
@@ -241,6 +263,28 @@ pub async fn run(
     read_agent.abort();
     read_target.abort();
     BridgeEnd { status, masked }
+}
+
+/// Sends a held-back exit status or exit signal to the agent; true when there was none.
+async fn send_exit(
+    agent: &ChannelWriteHalf<Msg>,
+    handle: &Handle,
+    agent_id: russh::ChannelId,
+    exit: Option<Frame>,
+) -> bool {
+    match exit {
+        Some(Frame::ExitStatus(code)) => agent.exit_status(code).await.is_ok(),
+        Some(Frame::ExitSignal {
+            signal,
+            core_dumped,
+            message,
+            lang,
+        }) => handle
+            .exit_signal_request(agent_id, signal, core_dumped, message, lang)
+            .await
+            .is_ok(),
+        _ => true,
+    }
 }
 
 /// How a bridged exec ended.
@@ -343,6 +387,7 @@ async fn pump(
     early: Vec<ChannelMsg>,
     queue: mpsc::Sender<Queued>,
     bytes: Arc<Semaphore>,
+    congested: Option<Arc<AtomicUsize>>,
 ) {
     let mut early = early.into_iter();
     loop {
@@ -381,15 +426,51 @@ async fn pump(
             Frame::Data(d) | Frame::ExtendedData(_, d) => d.len(),
             _ => 0,
         };
-        // A single frame larger than the whole bound still passes, alone.
-        let want = u32::try_from(len.min(PIPE_BYTES)).unwrap_or(u32::MAX);
-        let Ok(permit) = bytes.clone().acquire_many_owned(want).await else {
-            return;
+        // A single frame larger than the (smaller) bound still passes, alone.
+        let want = u32::try_from(len.min(OUTPUT_PIPE_BYTES)).unwrap_or(u32::MAX);
+        let permit = match bytes.clone().try_acquire_many_owned(want) {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return,
+            Err(TryAcquireError::NoPermits) => {
+                let _waiting = congested.as_ref().map(Congestion::mark);
+                let Ok(permit) = bytes.clone().acquire_many_owned(want).await else {
+                    return;
+                };
+                permit
+            }
         };
         let closing = matches!(frame, Frame::Close);
-        if queue.send((frame, permit)).await.is_err() || closing {
+        let sent = match queue.try_reserve() {
+            Ok(slot) => {
+                slot.send((frame, permit));
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => false,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                let _waiting = congested.as_ref().map(Congestion::mark);
+                queue.send((frame, permit)).await.is_ok()
+            }
+        };
+        if !sent || closing {
             return;
         }
+    }
+}
+
+/// Marks a target connection congested while a channel's reader waits for room (dropped when
+/// the wait ends).
+struct Congestion(Arc<AtomicUsize>);
+
+impl Congestion {
+    fn mark(count: &Arc<AtomicUsize>) -> Congestion {
+        count.fetch_add(1, Ordering::SeqCst);
+        Congestion(count.clone())
+    }
+}
+
+impl Drop for Congestion {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

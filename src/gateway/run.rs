@@ -102,6 +102,7 @@ pub(super) async fn run_upstream(
     let UpstreamChannel {
         channel: up_channel,
         permit,
+        congested,
     } = upstream;
     let record_input = ctx.gateway.config.recording.record_input;
     let agent_id = channel.id();
@@ -124,6 +125,7 @@ pub(super) async fn run_upstream(
         record_input,
         masking,
         inflow,
+        congested,
     )
     .await;
     ctx.inflows.remove(agent_id);
