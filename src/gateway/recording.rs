@@ -54,8 +54,10 @@ pub struct ExecRecording {
 pub struct RecordingUnavailable(pub String);
 
 impl ExecRecording {
-    /// Starts the recording of one exec (file creation runs on the blocking pool); `Err` means
-    /// the exec must be refused.
+    /// Starts the recording of one exec; `Err` means the exec must be refused. The files are
+    /// created on the blocking pool before this returns; the fsyncs that make them durable run
+    /// right after, in the writer, before anything else is written
+    /// ([`Recorder::create_deferred`]), so the exec does not wait for them.
     pub async fn start(
         root: &std::path::Path,
         header: &RecordingHeader,
@@ -66,7 +68,7 @@ impl ExecRecording {
         let created = {
             let root = root.to_path_buf();
             let header = header.clone();
-            tokio::task::spawn_blocking(move || Recorder::create(&root, &header))
+            tokio::task::spawn_blocking(move || Recorder::create_deferred(&root, &header))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
@@ -187,7 +189,35 @@ async fn write_loop(
     audit: Arc<AuditLog>,
     fail_closed: bool,
 ) {
-    let mut recorder = Some(recorder);
+    // Make the new files durable and write the header at once, not at the first flush.
+    let mut recorder = match tokio::task::spawn_blocking(move || {
+        let mut recorder = recorder;
+        recorder.write_pending().map(|()| recorder)
+    })
+    .await
+    {
+        Ok(Ok(recorder)) => Some(recorder),
+        Ok(Err(err)) => {
+            fail(&failed, &audit, fail_closed, err.to_string()).await;
+            if fail_closed {
+                return;
+            }
+            None
+        }
+        Err(err) => {
+            fail(
+                &failed,
+                &audit,
+                fail_closed,
+                format!("recording task failed: {err}"),
+            )
+            .await;
+            if fail_closed {
+                return;
+            }
+            None
+        }
+    };
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(QUEUE_EVENTS);
@@ -195,6 +225,10 @@ async fn write_loop(
         tokio::select! {
             received = rx.recv_many(&mut batch, QUEUE_EVENTS) => {
                 if received == 0 {
+                    // Dropped off the async threads: its `Drop` writes (and may fsync).
+                    if let Some(open) = recorder.take() {
+                        let _ = tokio::task::spawn_blocking(move || drop(open)).await;
+                    }
                     return;
                 }
             }
@@ -223,16 +257,21 @@ async fn write_loop(
             Ok(Applied::Failed(err)) => err.to_string(),
             Err(err) => format!("recording task failed: {err}"),
         };
-        tracing::error!(error = %err, "recording write failed");
-        failed.store(true, Ordering::SeqCst);
-        let fields = serde_json::json!({ "error": err, "continued": !fail_closed });
-        let log = audit.clone();
-        let _ = tokio::task::spawn_blocking(move || log.append("recording.failed", fields)).await;
+        fail(&failed, &audit, fail_closed, err).await;
         if fail_closed {
             // Dropping the queue wakes every sender; they see `failed` and end the exec.
             return;
         }
     }
+}
+
+/// Records that the recording failed: log, `failed` for the senders, audit record.
+async fn fail(failed: &AtomicBool, audit: &Arc<AuditLog>, fail_closed: bool, err: String) {
+    tracing::error!(error = %err, "recording write failed");
+    failed.store(true, Ordering::SeqCst);
+    let fields = serde_json::json!({ "error": err, "continued": !fail_closed });
+    let log = audit.clone();
+    let _ = tokio::task::spawn_blocking(move || log.append("recording.failed", fields)).await;
 }
 
 /// Applies a batch of events in order (blocking: file writes, and the seal's fsync).

@@ -19,7 +19,6 @@
 //! This module does not mask secrets (see `record::mask`; the caller masks first) and does not
 //! decide whether input is recorded (the caller calls [`Recorder::input`] only when enabled).
 
-use std::borrow::Cow;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -34,8 +33,10 @@ use crate::audit::{AuditError, AuditLog, RECORDING_SEALED};
 
 mod json;
 mod recover;
+mod utf8;
 
 use json::write_json_str;
+use utf8::Utf8Carry;
 
 pub use recover::recover_unsealed;
 
@@ -121,6 +122,9 @@ pub struct Recorder {
     relative: String,
     /// The unsealed-marker file; removed only once the seal is in the audit log.
     open_marker: PathBuf,
+    /// Set until the marker and the names are durable ([`Recorder::create_deferred`]): the
+    /// marker's handle and the directory to fsync before anything reaches the `.cast` file.
+    unsynced: Option<(File, PathBuf)>,
     /// Event lines not yet written: one `write` per flush instead of one per event.
     buf: Vec<u8>,
     /// SHA-256 of every byte written so far, so sealing needs no second read.
@@ -153,6 +157,17 @@ impl Recorder {
     /// Creates the recording for one channel under `root` and writes its header. On `Err` the
     /// caller refuses the session: nothing may run unrecorded.
     pub fn create(root: &Path, header: &RecordingHeader) -> Result<Recorder, RecordError> {
+        let mut recorder = Recorder::create_deferred(root, header)?;
+        recorder.write_pending()?;
+        Ok(recorder)
+    }
+
+    /// Creates the files like [`Recorder::create`] but leaves the fsyncs that make them
+    /// durable (marker, directory) to the first write, so a session can start while they run
+    /// ([`Recorder::write_pending`] does them at once). The order on disk is unchanged: no
+    /// byte reaches the `.cast` file before its marker is durable. A crash before that loses
+    /// the recording's first instant, as a crash loses the last second of any recording.
+    pub fn create_deferred(root: &Path, header: &RecordingHeader) -> Result<Recorder, RecordError> {
         let now = Utc::now();
         let day_dir = root.join(now.format("%Y-%m-%d").to_string());
         let io = |path: &Path| {
@@ -174,10 +189,9 @@ impl Recorder {
         );
         let header_line = header_json(header, now.timestamp());
 
-        // The marker goes first and durably: a .cast file that exists without one after a
-        // crash would never be found and sealed.
-        let (name, open_marker) = claim_name(&day_dir, &stem, &header_line)?;
-        sync_dir(&day_dir).map_err(io(&day_dir))?;
+        // The marker goes first and durably (before the `.cast` file gets a byte): a .cast
+        // file that exists without one after a crash would never be found and sealed.
+        let (name, open_marker, marker_file) = claim_name(&day_dir, &stem, &header_line)?;
         let path = day_dir.join(&name);
         let file = OpenOptions::new()
             .write(true)
@@ -191,6 +205,7 @@ impl Recorder {
             relative: format!("{day}/{name}"),
             path,
             open_marker,
+            unsynced: Some((marker_file, day_dir)),
             buf: Vec::with_capacity(FLUSH_BYTES + 4096),
             hasher: Sha256::new(),
             size: 0,
@@ -207,8 +222,12 @@ impl Recorder {
         };
         recorder.buf.extend_from_slice(header_line.as_bytes());
         recorder.buf.push(b'\n');
-        recorder.write_out()?;
         Ok(recorder)
+    }
+
+    /// Writes buffered events out now (making the names durable first, if still pending).
+    pub fn write_pending(&mut self) -> Result<(), RecordError> {
+        self.write_out()
     }
 
     /// The file being written.
@@ -361,6 +380,13 @@ impl Recorder {
                 path: self.path.display().to_string(),
             });
         }
+        if let Some((marker, dir)) = self.unsynced.take() {
+            let synced = marker.sync_all().and_then(|()| sync_dir(&dir));
+            if let Err(source) = synced {
+                self.failed = true;
+                return Err(self.io_error(source));
+            }
+        }
         self.last_flush = Instant::now();
         if self.buf.is_empty() {
             return Ok(());
@@ -388,7 +414,7 @@ impl Drop for Recorder {
     /// `.open` marker stays, so the next start seals it as recovered.
     fn drop(&mut self) {
         if !self.sealed && !self.failed && !self.buf.is_empty() {
-            let _ = self.file.write_all(&self.buf);
+            let _ = self.write_out();
         }
     }
 }
@@ -451,8 +477,13 @@ fn name_part(s: &str) -> String {
 }
 
 /// Creates `<stem>.cast.open` (create-new; a suffix is added on collision) holding the header,
-/// which recovery uses if the crash came before the header reached the `.cast` file.
-fn claim_name(dir: &Path, stem: &str, header_line: &str) -> Result<(String, PathBuf), RecordError> {
+/// which recovery uses if the crash came before the header reached the `.cast` file. Returns
+/// the file still open, not yet fsynced.
+fn claim_name(
+    dir: &Path,
+    stem: &str,
+    header_line: &str,
+) -> Result<(String, PathBuf, File), RecordError> {
     for attempt in 0..100u32 {
         let name = match attempt {
             0 => format!("{stem}.cast"),
@@ -474,8 +505,7 @@ fn claim_name(dir: &Path, stem: &str, header_line: &str) -> Result<(String, Path
         {
             Ok(mut f) => {
                 f.write_all(header_line.as_bytes()).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                return Ok((name, marker));
+                return Ok((name, marker, f));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(io(e)),
@@ -493,71 +523,6 @@ fn claim_name(dir: &Path, stem: &str, header_line: &str) -> Result<(String, Path
 /// fsyncs a directory so the names created in it survive a power cut.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Turns a byte stream into UTF-8 text across reads: a sequence cut at the end of one read is
-/// held back and completed by the next; bytes that can never be UTF-8 become U+FFFD.
-#[derive(Debug, Default)]
-struct Utf8Carry {
-    /// At most 3 bytes: the start of a sequence that the next read may complete.
-    pending: Vec<u8>,
-}
-
-impl Utf8Carry {
-    fn decode<'a>(&mut self, bytes: &'a [u8]) -> Cow<'a, str> {
-        if self.pending.is_empty() {
-            if let Ok(s) = std::str::from_utf8(bytes) {
-                return Cow::Borrowed(s); // the common case: no copy
-            }
-        }
-        Cow::Owned(self.decode_slow(bytes))
-    }
-
-    fn decode_slow(&mut self, bytes: &[u8]) -> String {
-        let joined;
-        let mut input: &[u8] = if self.pending.is_empty() {
-            bytes
-        } else {
-            let mut v = std::mem::take(&mut self.pending);
-            v.extend_from_slice(bytes);
-            joined = v;
-            &joined
-        };
-        let mut out = String::with_capacity(input.len());
-        loop {
-            match std::str::from_utf8(input) {
-                Ok(s) => {
-                    out.push_str(s);
-                    return out;
-                }
-                Err(e) => {
-                    let (valid, rest) = input.split_at(e.valid_up_to());
-                    out.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                    match e.error_len() {
-                        Some(bad) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            input = rest.get(bad..).unwrap_or_default();
-                        }
-                        None => {
-                            // Cut short at the end: wait for the rest.
-                            self.pending = rest.to_vec();
-                            return out;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The stream ended: a sequence still pending can never complete.
-    fn finish(&mut self) -> String {
-        if self.pending.is_empty() {
-            String::new()
-        } else {
-            self.pending.clear();
-            char::REPLACEMENT_CHARACTER.to_string()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -242,6 +242,25 @@ fn file_names_are_sanitized_and_grouped_by_date() {
 }
 
 #[test]
+fn deferred_create_writes_nothing_to_the_cast_before_write_pending() {
+    let fx = Fixture::new();
+    let mut rec = Recorder::create_deferred(&fx.root(), &header()).unwrap();
+    let marker = PathBuf::from(format!("{}{OPEN_SUFFIX}", rec.path().display()));
+    assert!(marker.exists(), "the marker exists from the start");
+    assert_eq!(std::fs::metadata(rec.path()).unwrap().len(), 0);
+    rec.output(b"early output\n").unwrap();
+    assert_eq!(std::fs::metadata(rec.path()).unwrap().len(), 0);
+    rec.write_pending().unwrap();
+    let (head, events) = parse(rec.path());
+    assert_eq!(head["version"], 2);
+    assert_eq!(output_of(&events), "early output\n");
+    let sealed = rec.finish(Some(0), &fx.audit).unwrap();
+    assert!(!marker.exists());
+    assert_eq!(sealed.events, 2);
+    fx.verify().unwrap();
+}
+
+#[test]
 fn unwritable_root_fails_create() {
     let fx = Fixture::new();
     let root = fx.root();
