@@ -227,3 +227,62 @@ fn slow_reader_does_not_grow_gatehouse_memory() {
         "gatehouse grew by {grown_mib} MiB while the agent did not read"
     );
 }
+
+#[test]
+fn a_stalled_reader_does_not_hold_up_other_agents() {
+    use std::io::Read;
+    let demo = Demo::start();
+    // One pooled upstream connection, which the stalled channel will back up.
+    assert!(demo.ssh("demo", &[], "true").status.success());
+    let mut stalled = demo
+        .ssh_cmd("demo", &[], "head -c 300000000 /dev/zero")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The agent reads nothing: gatehouse's queue fills and the target connection backs up.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // Other commands still run. The deadline only tells a hang from slowness.
+    for i in 0..5 {
+        let mut child = demo
+            .ssh_cmd("demo", &[], &format!("echo other-{i}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = stalled.kill();
+                panic!("exec {i} hung behind the stalled reader");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(out, format!("other-{i}\n"));
+    }
+    // The stalled transfer is intact once read.
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut stdout = stalled.stdout.take().unwrap();
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(stalled.wait().unwrap().success());
+    assert_eq!(total, 300_000_000);
+}
