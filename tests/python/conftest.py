@@ -20,16 +20,16 @@ BIN = os.environ.get("GATEHOUSE_BIN") or str(
 
 
 class Demo:
-    """A `gatehouse demo` process and the files it wrote."""
+    """A `gatehouse demo` process and the files it wrote; `flags` go to `gatehouse demo`."""
 
-    def __init__(self):
+    def __init__(self, *flags):
         self.dir = Path(tempfile.mkdtemp(prefix="gatehouse-py-"))
         if os.environ.get("GATEHOUSE_DEMO_TARGET_USER"):
             # Commands on the target run as that unprivileged user and write markers here.
             os.chmod(self.dir, 0o777)
         self.log_path = self.dir.with_suffix(".log")
         self.proc = subprocess.Popen(
-            [BIN, "demo", "--dir", str(self.dir)],
+            [BIN, "demo", "--dir", str(self.dir), *flags],
             stdout=subprocess.PIPE,
             stderr=open(self.log_path, "wb"),
             stdin=subprocess.DEVNULL,
