@@ -1,8 +1,8 @@
 //! One exec's recording as the gateway sees it. The bridge and the exec flow hand events to a
-//! bounded queue; a writer task owns the [`Recorder`] and applies them in batches on the
-//! blocking pool, so JSON escaping, hashing and file writes run beside the data path instead of
-//! inside it (a chunk of output costs the bridge one queue send). The writer also flushes a
-//! quiet recording once a second.
+//! bounded queue; a writer task owns the [`Recorder`], encodes the events as they come and
+//! hands hashing and file writes to the blocking pool in large batches, so none of it runs
+//! inside the data path (a chunk of output costs the bridge one queue send). The writer also
+//! flushes a quiet recording once a second.
 //!
 //! Fail closed: with `on_failure = "refuse"` (the default) a recording that cannot be created
 //! refuses the exec, and once a write fails every later event is refused, which ends the exec.
@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::AuditLog;
 use crate::config::OnRecordingFailure;
-use crate::record::cast::{RecordError, Recorder, RecordingHeader, FLUSH_INTERVAL};
+use crate::record::cast::{Recorder, RecordingHeader, FLUSH_INTERVAL};
 
 /// Events queued per recording at most. Output and input events carry one SSH packet's data
 /// (at most 32 KiB, plus what the masker held back), so the queue holds a few MiB at most.
@@ -168,60 +168,71 @@ impl ExecRecording {
     }
 }
 
-/// What became of the recorder after a batch.
-enum Applied {
+/// Event lines buffered before the writer hashes and writes them on the blocking pool: one
+/// hand-off per this much output rather than one per chunk.
+const WRITE_BYTES: usize = 256 * 1024;
+
+/// What became of the recorder after a write on the blocking pool.
+enum Written {
     /// Still open: more events may follow.
     Open(Box<Recorder>),
     /// Sealed (or sealing failed, already logged): the writer is done.
     Sealed,
     /// A write failed; the recording is incomplete.
-    Failed(RecordError),
+    Failed(String),
 }
 
-/// Owns the recorder: applies queued events in batches on the blocking pool and flushes quiet
-/// recordings once a second, until the recording is sealed, fails, or every sender is gone
-/// (an exec task that ended without sealing: the recorder's `Drop` writes what it has and the
-/// `.open` marker makes the next start seal it).
+/// Owns the recorder until the recording is sealed, fails, or every sender is gone (an exec
+/// task that ended without sealing: the recorder's `Drop` writes what it has and the `.open`
+/// marker makes the next start seal it). Events are encoded here as they come (CPU only);
+/// hashing and writing go to the blocking pool once [`WRITE_BYTES`] are buffered, once a
+/// second, first thing (the new files' fsyncs), and at the seal.
 async fn write_loop(
-    recorder: Box<Recorder>,
+    mut recorder: Box<Recorder>,
     mut rx: mpsc::Receiver<Event>,
     failed: Arc<AtomicBool>,
     audit: Arc<AuditLog>,
     fail_closed: bool,
 ) {
-    // Make the new files durable and write the header at once, not at the first flush.
-    let mut recorder = match tokio::task::spawn_blocking(move || {
-        let mut recorder = recorder;
-        recorder.write_pending().map(|()| recorder)
-    })
-    .await
-    {
-        Ok(Ok(recorder)) => Some(recorder),
-        Ok(Err(err)) => {
-            fail(&failed, &audit, fail_closed, err.to_string()).await;
-            if fail_closed {
-                return;
-            }
-            None
-        }
-        Err(err) => {
-            fail(
-                &failed,
-                &audit,
-                fail_closed,
-                format!("recording task failed: {err}"),
-            )
-            .await;
-            if fail_closed {
-                return;
-            }
-            None
-        }
-    };
+    recorder.write_events_later();
+    let mut recorder = Some(recorder);
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(QUEUE_EVENTS);
+    let mut finish: Option<(Option<i32>, oneshot::Sender<()>)> = None;
     loop {
+        match recorder.take() {
+            Some(open)
+                if finish.is_some() || open.buffered() >= WRITE_BYTES || open.write_due() =>
+            {
+                let end = finish.take();
+                let log = audit.clone();
+                let written = tokio::task::spawn_blocking(move || write(open, end, &log)).await;
+                match written {
+                    Ok(Written::Open(open)) => recorder = Some(open),
+                    Ok(Written::Sealed) => return,
+                    Ok(Written::Failed(err)) => {
+                        fail(&failed, &audit, fail_closed, err).await;
+                        if fail_closed {
+                            return;
+                        }
+                    }
+                    Err(err) => {
+                        let err = format!("recording task failed: {err}");
+                        fail(&failed, &audit, fail_closed, err).await;
+                        if fail_closed {
+                            return;
+                        }
+                    }
+                }
+            }
+            open => recorder = open,
+        }
+        if let Some((_, reply)) = finish.take() {
+            // Failed earlier and allowed to continue: there is nothing to seal.
+            let _ = reply.send(());
+            return;
+        }
         tokio::select! {
             received = rx.recv_many(&mut batch, QUEUE_EVENTS) => {
                 if received == 0 {
@@ -232,35 +243,38 @@ async fn write_loop(
                     return;
                 }
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => continue,
         }
-        let Some(open) = recorder.take() else {
-            // Failed earlier and allowed to continue: nothing is written any more.
-            if let Some(reply) = batch.drain(..).find_map(|e| match e {
-                Event::Finish(_, reply) => Some(reply),
-                _ => None,
-            }) {
-                let _ = reply.send(());
+        let mut error = None;
+        for event in batch.drain(..) {
+            let (open, at) = match (recorder.as_mut(), event) {
+                (_, Event::Finish(status, reply)) => {
+                    finish = Some((status, reply));
+                    continue;
+                }
+                (Some(open), event) if finish.is_none() && error.is_none() => (open, event),
+                _ => continue,
+            };
+            // Encoding only: with writes left to the blocking pool, events do no I/O.
+            let recorded = match at {
+                Event::Output(bytes, at) => open.output_at(&bytes, at),
+                Event::Input(bytes, at) => open.input_at(&bytes, at),
+                Event::Marker(label, at) => open.marker_at(&label, at),
+                Event::Resize(cols, rows, at) => open.resize_at(cols, rows, at),
+                Event::Finish(..) => Ok(()),
+            };
+            if let Err(err) = recorded {
+                error = Some(err.to_string());
+            }
+        }
+        if let Some(err) = error {
+            if let Some(open) = recorder.take() {
+                let _ = tokio::task::spawn_blocking(move || drop(open)).await;
+            }
+            fail(&failed, &audit, fail_closed, err).await;
+            if fail_closed {
                 return;
             }
-            continue;
-        };
-        let events = std::mem::take(&mut batch);
-        let log = audit.clone();
-        let applied = tokio::task::spawn_blocking(move || apply(open, events, &log)).await;
-        let err = match applied {
-            Ok(Applied::Open(open)) => {
-                recorder = Some(open);
-                continue;
-            }
-            Ok(Applied::Sealed) => return,
-            Ok(Applied::Failed(err)) => err.to_string(),
-            Err(err) => format!("recording task failed: {err}"),
-        };
-        fail(&failed, &audit, fail_closed, err).await;
-        if fail_closed {
-            // Dropping the queue wakes every sender; they see `failed` and end the exec.
-            return;
         }
     }
 }
@@ -274,28 +288,24 @@ async fn fail(failed: &AtomicBool, audit: &Arc<AuditLog>, fail_closed: bool, err
     let _ = tokio::task::spawn_blocking(move || log.append("recording.failed", fields)).await;
 }
 
-/// Applies a batch of events in order (blocking: file writes, and the seal's fsync).
-fn apply(mut recorder: Box<Recorder>, events: Vec<Event>, audit: &AuditLog) -> Applied {
-    for event in events {
-        let written = match event {
-            Event::Output(bytes, at) => recorder.output_at(&bytes, at),
-            Event::Input(bytes, at) => recorder.input_at(&bytes, at),
-            Event::Marker(label, at) => recorder.marker_at(&label, at),
-            Event::Resize(cols, rows, at) => recorder.resize_at(cols, rows, at),
-            Event::Finish(status, reply) => {
-                if let Err(err) = recorder.finish(status, audit) {
-                    tracing::error!(error = %err, "cannot seal the recording");
-                }
-                let _ = reply.send(());
-                return Applied::Sealed;
+/// Hashes and writes what is buffered, or seals the recording when `end` says so (blocking:
+/// file writes, fsyncs, the seal's audit record).
+fn write(
+    mut recorder: Box<Recorder>,
+    end: Option<(Option<i32>, oneshot::Sender<()>)>,
+    audit: &AuditLog,
+) -> Written {
+    match end {
+        Some((status, reply)) => {
+            if let Err(err) = recorder.finish(status, audit) {
+                tracing::error!(error = %err, "cannot seal the recording");
             }
-        };
-        if let Err(err) = written {
-            return Applied::Failed(err);
+            let _ = reply.send(());
+            Written::Sealed
         }
-    }
-    match recorder.flush_if_due() {
-        Ok(()) => Applied::Open(recorder),
-        Err(err) => Applied::Failed(err),
+        None => match recorder.write_pending() {
+            Ok(()) => Written::Open(recorder),
+            Err(err) => Written::Failed(err.to_string()),
+        },
     }
 }

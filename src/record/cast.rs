@@ -147,6 +147,10 @@ pub struct Recorder {
     /// Session id and channel, repeated in the seal so auditors can join records.
     session_id: String,
     channel: u32,
+    /// Whether an event that fills the buffer writes it out itself (the default). A caller
+    /// that records on one thread and writes on another turns it off
+    /// ([`Recorder::write_events_later`]) and writes with [`Recorder::write_pending`].
+    writes_on_events: bool,
     /// Set after a failed write: later calls fail instead of writing after a hole.
     failed: bool,
     /// Set by `finish`, so `Drop` does not touch a sealed file.
@@ -217,6 +221,7 @@ impl Recorder {
             in_carry: Utf8Carry::default(),
             session_id: header.session_id.clone(),
             channel: header.channel,
+            writes_on_events: true,
             failed: false,
             sealed: false,
         };
@@ -228,6 +233,25 @@ impl Recorder {
     /// Writes buffered events out now (making the names durable first, if still pending).
     pub fn write_pending(&mut self) -> Result<(), RecordError> {
         self.write_out()
+    }
+
+    /// From now on events only fill the buffer (no I/O, so they may be recorded on an async
+    /// thread); the caller writes with [`Recorder::write_pending`], at the latest when
+    /// [`Recorder::write_due`] says so.
+    pub fn write_events_later(&mut self) {
+        self.writes_on_events = false;
+    }
+
+    /// Bytes of event lines waiting to be written.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether buffered events should be written now: a second since the last write, or the
+    /// names still to be made durable.
+    pub fn write_due(&self) -> bool {
+        self.unsynced.is_some()
+            || (!self.buf.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL)
     }
 
     /// The file being written.
@@ -281,9 +305,7 @@ impl Recorder {
     /// Writes buffered events out when a second has passed since the last write or 64 KiB
     /// are pending. Call it from a 1 s timer so quiet sessions are flushed too.
     pub fn flush_if_due(&mut self) -> Result<(), RecordError> {
-        if self.buf.len() >= FLUSH_BYTES
-            || (!self.buf.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL)
-        {
+        if self.buf.len() >= FLUSH_BYTES || self.write_due() {
             self.write_out()?;
         }
         Ok(())
@@ -366,7 +388,7 @@ impl Recorder {
         // Straight into the buffer: output is the hot path (one copy, while escaping).
         write_event(&mut self.buf, t, code, data);
         self.events += 1;
-        if self.buf.len() >= FLUSH_BYTES {
+        if self.writes_on_events && self.buf.len() >= FLUSH_BYTES {
             self.write_out()?;
         }
         Ok(())
