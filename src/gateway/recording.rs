@@ -6,8 +6,8 @@
 //!
 //! Fail closed: with `on_failure = "refuse"` (the default) a recording that cannot be created
 //! refuses the exec, and once a write fails every later event is refused, which ends the exec.
-//! Output already queued when the write failed (at most [`QUEUE_EVENTS`] chunks) may have
-//! reached the agent, the same lag any buffered writer has. With `"continue"` the exec goes on
+//! Output queued or buffered when the write failed (at most [`QUEUE_EVENTS`] chunks plus
+//! 256 KiB of encoded events) may have reached the agent, the lag any buffered writer has. With `"continue"` the exec goes on
 //! unrecorded and the audit log says so loudly.
 
 use std::sync::atomic::{AtomicBool, Ordering};
