@@ -206,20 +206,21 @@ async fn exec(
     // channel do not depend on each other: get them at once, so that the exec waits for the
     // slowest of them rather than their sum. Nothing runs until all three are in place.
     let allowed = decision.decision == Action::Allow;
-    let (recording, audited, mut upstream) = tokio::join!(
-        ExecRecording::start(
-            &gw.config.server.recordings_dir,
-            &header,
-            gw.config.recording.on_failure,
-            gw.audit.clone(),
-        ),
-        gw.audit_event("command.decision", audit_fields),
+    let (mut upstream, recording, audited) = tokio::join!(
         async {
             match allowed {
                 true => Some(gw.pool.open_channel(&ctx.access).await),
                 false => None,
             }
         },
+        ExecRecording::start(
+            &gw.config.server.recordings_dir,
+            &header,
+            gw.config.recording.on_failure,
+            gw.audit.clone(),
+        ),
+        // Last: it is written on this thread, once the other two are under way.
+        gw.audit_event_now("command.decision", audit_fields),
     );
     let recording = match recording {
         Ok(r) => r,

@@ -131,6 +131,25 @@ impl Gateway {
         }
     }
 
+    /// [`Gateway::audit_event`] for a record that holds up what the caller does next (an exec's
+    /// decision, which must be on disk before the command runs). It is written on this thread:
+    /// handing it to the blocking pool costs a thread wake-up, a few hundred microseconds on a
+    /// busy machine, on every exec. The runtime moves this worker's other tasks elsewhere while
+    /// it waits (`block_in_place`); outside a multi-threaded runtime it falls back to the pool.
+    pub async fn audit_event_now(&self, kind: &'static str, fields: serde_json::Value) -> bool {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if Handle::current().runtime_flavor() != RuntimeFlavor::MultiThread {
+            return self.audit_event(kind, fields).await;
+        }
+        match tokio::task::block_in_place(|| self.audit.append(kind, fields)) {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::error!(%kind, error = %err, "audit append failed");
+                false
+            }
+        }
+    }
+
     /// Copies every approval event into the audit log, for as long as the gateway lives.
     pub fn spawn_approval_auditor(self: &Arc<Self>) {
         let mut events = self.approvals.subscribe();

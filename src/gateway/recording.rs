@@ -55,9 +55,10 @@ pub struct RecordingUnavailable(pub String);
 
 impl ExecRecording {
     /// Starts the recording of one exec; `Err` means the exec must be refused. The files are
-    /// created on the blocking pool before this returns; the fsyncs that make them durable run
-    /// right after, in the writer, before anything else is written
-    /// ([`Recorder::create_deferred`]), so the exec does not wait for them.
+    /// created on the blocking pool before this returns; the fsyncs that make them durable
+    /// come with the writer's first write ([`Recorder::create_deferred`]), so the exec waits
+    /// for none of them, and they do not compete with the decision's audit record, which it
+    /// does wait for.
     pub async fn start(
         root: &std::path::Path,
         header: &RecordingHeader,
@@ -185,8 +186,8 @@ enum Written {
 /// Owns the recorder until the recording is sealed, fails, or every sender is gone (an exec
 /// task that ended without sealing: the recorder's `Drop` writes what it has and the `.open`
 /// marker makes the next start seal it). Events are encoded here as they come (CPU only);
-/// hashing and writing go to the blocking pool once [`WRITE_BYTES`] are buffered, once a
-/// second, first thing (the new files' fsyncs), and at the seal.
+/// hashing and writing (after the new files' fsyncs, the first time) go to the blocking pool
+/// once [`WRITE_BYTES`] are buffered, once a second, and at the seal.
 async fn write_loop(
     mut recorder: Box<Recorder>,
     mut rx: mpsc::Receiver<Event>,

@@ -167,10 +167,10 @@ impl Recorder {
     }
 
     /// Creates the files like [`Recorder::create`] but leaves the fsyncs that make them
-    /// durable (marker, directory) to the first write, so a session can start while they run
-    /// ([`Recorder::write_pending`] does them at once). The order on disk is unchanged: no
-    /// byte reaches the `.cast` file before its marker is durable. A crash before that loses
-    /// the recording's first instant, as a crash loses the last second of any recording.
+    /// durable (marker, directory) to the first write, so a session can start without them.
+    /// The order on disk is unchanged: no byte reaches the `.cast` file before its marker is
+    /// durable. A crash before the first write loses what was not written yet, as a crash
+    /// loses the last second of any recording.
     pub fn create_deferred(root: &Path, header: &RecordingHeader) -> Result<Recorder, RecordError> {
         let now = Utc::now();
         let day_dir = root.join(now.format("%Y-%m-%d").to_string());
@@ -247,11 +247,9 @@ impl Recorder {
         self.buf.len()
     }
 
-    /// Whether buffered events should be written now: a second since the last write, or the
-    /// names still to be made durable.
+    /// Whether buffered events should be written now: a second since the last write.
     pub fn write_due(&self) -> bool {
-        self.unsynced.is_some()
-            || (!self.buf.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL)
+        !self.buf.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL
     }
 
     /// The file being written.
