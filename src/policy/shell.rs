@@ -11,6 +11,7 @@ use brush_parser::ast::{
     IoFileRedirectTarget, IoRedirect, Pipeline, SimpleCommand,
 };
 
+use super::cwd::Cwd;
 use super::words::{self, Arg, WordFindings};
 use super::{Finding, MAX_DEPTH};
 
@@ -63,6 +64,8 @@ pub struct Invocation {
     pub redirects: Vec<Redirect>,
     /// Where stdin comes from: decides whether a shell or SQL client reads a script we can see.
     pub stdin: Stdin,
+    /// Where it may run: relative operands and redirect targets are resolved against it.
+    pub cwd: Cwd,
 }
 
 /// Everything found in one piece of shell text.
@@ -104,7 +107,13 @@ pub fn dangerous_variable(name: &str) -> bool {
 
 /// Parses `script` and appends every command and finding to `out`. `depth` counts how many
 /// scripts deep this one sits (substitutions, `bash -c`), bounded by [`MAX_DEPTH`].
+#[cfg(test)]
 pub fn extract(script: &str, depth: usize, out: &mut Extraction) {
+    extract_in(script, depth, &Cwd::default(), out);
+}
+
+/// [`extract`] for a script that starts in `cwd` (a substitution, `bash -c` after a `cd`).
+pub fn extract_in(script: &str, depth: usize, cwd: &Cwd, out: &mut Extraction) {
     if depth > MAX_DEPTH {
         out.hold(
             "nesting-too-deep",
@@ -126,7 +135,11 @@ pub fn extract(script: &str, depth: usize, out: &mut Extraction) {
             return;
         }
     };
-    let mut walker = Walker { out, depth };
+    let mut walker = Walker {
+        out,
+        depth,
+        cwd: cwd.clone(),
+    };
     for list in &program.complete_commands {
         walker.list(list, &[], 0);
     }
@@ -144,8 +157,12 @@ pub fn parse(script: &str) -> Result<ast::Program, brush_parser::ParseError> {
 }
 
 struct Walker<'a> {
+    /// Where commands and findings go.
     out: &'a mut Extraction,
+    /// How many scripts deep this one sits.
     depth: usize,
+    /// Where the next command runs, as far as the `cd`s walked so far tell.
+    cwd: Cwd,
 }
 
 impl Walker<'_> {
@@ -158,8 +175,22 @@ impl Walker<'_> {
             return;
         }
         for item in &list.0 {
-            for (_, pipeline) in item.0.iter() {
+            let before = self.cwd.clone();
+            let mut previous = self.cwd.clone();
+            for (op, pipeline) in item.0.iter() {
+                if op == ast::PipelineOperator::Or {
+                    // Runs when the previous pipeline failed, perhaps before its `cd`.
+                    self.cwd.union(&previous);
+                }
+                previous = self.cwd.clone();
                 self.pipeline(pipeline, redirects, level + 1);
+            }
+            match item.1 {
+                // A background job runs in a subshell: its `cd` stays there.
+                ast::SeparatorOperator::Async => self.cwd = before,
+                // The list may have stopped before its `cd` (`cd /x; rm -rf *` when /x is
+                // missing runs the rm where the line started).
+                ast::SeparatorOperator::Sequence => self.cwd.union(&before),
             }
         }
     }
@@ -167,7 +198,12 @@ impl Walker<'_> {
     fn pipeline(&mut self, pipeline: &Pipeline, redirects: &[Redirect], level: usize) {
         let mut feeders: Vec<String> = Vec::new();
         let mut literal: Option<String> = None;
+        // Members of a real pipeline run in subshells: a `cd` there moves nothing after it.
+        let before = (pipeline.seq.len() > 1).then(|| self.cwd.clone());
         for (i, command) in pipeline.seq.iter().enumerate() {
+            if let Some(b) = &before {
+                self.cwd = b.clone();
+            }
             let stdin = if i == 0 {
                 Stdin::Session
             } else {
@@ -188,6 +224,9 @@ impl Walker<'_> {
                 }
             }
         }
+        if let Some(b) = before {
+            self.cwd = b;
+        }
     }
 
     fn command(&mut self, command: &Command, redirects: &[Redirect], stdin: Stdin, level: usize) {
@@ -206,6 +245,7 @@ impl Walker<'_> {
                         assignments: Vec::new(),
                         redirects: all.get(redirects.len()..).unwrap_or_default().to_vec(),
                         stdin: Stdin::Session,
+                        cwd: self.cwd.clone(),
                     });
                 }
                 self.compound(compound, &all, level);
@@ -223,7 +263,10 @@ impl Walker<'_> {
                     self.redirect_list(&own.0, &mut all, &mut None, level);
                 }
                 let first = self.out.commands.len();
+                // The body runs when called, not here: its `cd` moves nothing now.
+                let before = self.cwd.clone();
                 self.compound(&def.body.0, &all, level);
+                self.cwd = before;
                 self.fork_bomb(def, first);
             }
             Command::ExtendedTest(test, own) => {
@@ -270,41 +313,75 @@ impl Walker<'_> {
                 self.list(&f.body.list, redirects, level + 1);
             }
             CompoundCommand::BraceGroup(g) => self.list(&g.list, redirects, level + 1),
-            CompoundCommand::Subshell(s) => self.list(&s.list, redirects, level + 1),
+            CompoundCommand::Subshell(s) => {
+                let before = self.cwd.clone();
+                self.list(&s.list, redirects, level + 1);
+                self.cwd = before;
+            }
             CompoundCommand::ForClause(f) => {
                 for w in f.values.iter().flatten() {
                     self.word(&w.value);
                 }
-                self.list(&f.body.list, redirects, level + 1);
+                self.looped(|walker| walker.list(&f.body.list, redirects, level + 1));
             }
             CompoundCommand::CaseClause(c) => {
                 self.word(&c.value.value);
+                let start = self.cwd.clone();
+                let mut end = start.clone();
                 for item in &c.cases {
                     for p in &item.patterns {
                         self.word(&p.value);
                     }
                     if let Some(cmd) = &item.cmd {
+                        self.cwd = start.clone();
                         self.list(cmd, redirects, level + 1);
+                        end.union(&self.cwd);
                     }
                 }
+                self.cwd = end;
             }
             CompoundCommand::IfClause(i) => {
+                // Each branch starts where its condition left the shell; afterwards the shell is
+                // wherever some branch (or no branch) left it.
                 self.list(&i.condition, redirects, level + 1);
+                let mut after_condition = self.cwd.clone();
+                let mut end = self.cwd.clone();
                 self.list(&i.then, redirects, level + 1);
+                end.union(&self.cwd);
                 for e in i.elses.iter().flatten() {
+                    self.cwd = after_condition.clone();
                     if let Some(c) = &e.condition {
                         self.list(c, redirects, level + 1);
+                        after_condition = self.cwd.clone();
+                        end.union(&self.cwd);
                     }
                     self.list(&e.body, redirects, level + 1);
+                    end.union(&self.cwd);
                 }
+                self.cwd = end;
             }
             CompoundCommand::WhileClause(w) | CompoundCommand::UntilClause(w) => {
-                self.list(&w.0, redirects, level + 1);
-                self.list(&w.1.list, redirects, level + 1);
+                self.looped(|walker| {
+                    walker.list(&w.0, redirects, level + 1);
+                    walker.list(&w.1.list, redirects, level + 1);
+                });
             }
             CompoundCommand::Coprocess(c) => {
+                let before = self.cwd.clone();
                 self.command(&c.body, redirects, Stdin::Session, level + 1);
+                self.cwd = before;
             }
+        }
+    }
+
+    /// A loop body runs zero or more times: a `cd` inside it leaves the shell anywhere from
+    /// where it started to somewhere gatehouse cannot follow.
+    fn looped(&mut self, body: impl FnOnce(&mut Self)) {
+        let before = self.cwd.clone();
+        body(self);
+        if self.cwd != before {
+            self.cwd.union(&before);
+            self.cwd.add_unknown();
         }
     }
 
@@ -352,7 +429,7 @@ impl Walker<'_> {
             self.out.hold(rule, reason);
         }
         for script in f.substitutions {
-            extract(&script, self.depth + 1, self.out);
+            extract_in(&script, self.depth + 1, &self.cwd, self.out);
         }
     }
 
@@ -368,6 +445,7 @@ impl Walker<'_> {
             assignments: Vec::new(),
             redirects: redirects.to_vec(),
             stdin,
+            cwd: self.cwd.clone(),
         };
         let mut stdin_override: Option<Stdin> = None;
         // Commands inside process substitutions, decided after this one is recorded.
@@ -419,9 +497,15 @@ impl Walker<'_> {
         if let Some(s) = stdin_override {
             inv.stdin = s;
         }
+        let moved = directory_change(&inv.words, &self.cwd);
         self.out.commands.push(inv);
+        let before = self.cwd.clone();
         for sub in nested {
             self.list(&sub.list, &[], level + 1);
+            self.cwd = before.clone();
+        }
+        if let Some(cwd) = moved {
+            self.cwd = cwd;
         }
     }
 
@@ -471,6 +555,7 @@ impl Walker<'_> {
                     inv.words.push(Arg {
                         text: raw.value.clone(),
                         dynamic: true,
+                        opaque: true,
                         ..Arg::default()
                     });
                 }
@@ -646,3 +731,18 @@ fn echoed_literal(inv: &Invocation) -> Option<String> {
 #[cfg(test)]
 #[path = "shell_tests.rs"]
 mod tests;
+
+/// Where a `cd` / `pushd` / `popd` (also behind `builtin` or `command`) moves the shell.
+fn directory_change(words: &[Arg], cwd: &Cwd) -> Option<Cwd> {
+    let mut words = words;
+    while let Some((first, rest)) = words.split_first() {
+        if first.opaque {
+            return None;
+        }
+        match first.text.as_str() {
+            "builtin" | "command" => words = rest,
+            name => return cwd.after(name, rest),
+        }
+    }
+    None
+}

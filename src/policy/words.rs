@@ -6,7 +6,9 @@
 //! word (double quotes, `${x:-...}` defaults, backquotes) is handed back for the caller to
 //! parse as a script of its own. This module does not decide anything; it reports what it saw.
 
-use brush_parser::word::{Parameter, ParameterExpr, ParameterTransformOp, TildeExpr, WordPiece};
+use brush_parser::word::{
+    Parameter, ParameterExpr, ParameterTransformOp, SpecialParameter, TildeExpr, WordPiece,
+};
 use brush_parser::ParserOptions;
 
 use super::MAX_DEPTH;
@@ -28,6 +30,10 @@ pub struct Arg {
     pub ansi_c: bool,
     /// Starts with an unquoted tilde (`~`, `~user`): stays `~` in `text`.
     pub tilde: bool,
+    /// Some part is decided at run time and gatehouse cannot say what it becomes: every
+    /// dynamic word except one whose only expansion is a leading `$HOME`, which rules name as
+    /// written. Rules treat an opaque argument as possibly any flag or operand.
+    pub opaque: bool,
 }
 
 /// What rendering a word found besides its text.
@@ -54,6 +60,7 @@ pub fn render(raw: &str, findings: &mut WordFindings, depth: usize) -> Arg {
         ));
         arg.text = raw.to_string();
         arg.dynamic = true;
+        arg.opaque = true;
         return arg;
     }
     match brush_parser::word::parse(raw, &parser_options()) {
@@ -78,6 +85,7 @@ pub fn render(raw: &str, findings: &mut WordFindings, depth: usize) -> Arg {
                 .push(("parse-error", format!("cannot read the word {raw:?}: {e}")));
             arg.text = raw.to_string();
             arg.dynamic = true;
+            arg.opaque = true;
         }
     }
     arg
@@ -109,6 +117,7 @@ fn render_piece(
                 Some(text) => arg.text.push_str(&text),
                 None => {
                     arg.dynamic = true;
+                    arg.opaque = true;
                     arg.text.push_str(s);
                 }
             }
@@ -140,12 +149,39 @@ fn render_piece(
                 }
                 _ => {
                     arg.dynamic = true;
+                    arg.opaque = true;
                     arg.text.push_str(raw.get(start..end).unwrap_or("~"));
                 }
             }
         }
         WordPiece::ParameterExpansion(expr) => {
             arg.dynamic = true;
+            // `$HOME` / `${HOME}` opening the word stays known: rules name `$HOME` as written.
+            let leading_home = arg.text.is_empty()
+                && matches!(
+                    expr,
+                    ParameterExpr::Parameter {
+                        parameter: Parameter::Named(name),
+                        indirect: false,
+                    } if name == "HOME"
+                );
+            // `$$`, `$!`, `$?`, `$#`: numbers the shell owns (its pid, a child's pid, a status, a
+            // count) that are never a path, a flag or pid 1 for a command run over SSH.
+            let shell_number = matches!(
+                expr,
+                ParameterExpr::Parameter {
+                    parameter: Parameter::Special(
+                        SpecialParameter::ProcessId
+                            | SpecialParameter::LastBackgroundProcessId
+                            | SpecialParameter::LastExitStatus
+                            | SpecialParameter::PositionalParameterCount
+                    ),
+                    ..
+                }
+            );
+            if !leading_home && !shell_number {
+                arg.opaque = true;
+            }
             render_parameter(
                 expr,
                 raw.get(start..end).unwrap_or("$?"),
@@ -156,6 +192,7 @@ fn render_piece(
         }
         WordPiece::CommandSubstitution(script) => {
             arg.dynamic = true;
+            arg.opaque = true;
             arg.text.push_str("$(");
             arg.text.push_str(script);
             arg.text.push(')');
@@ -163,6 +200,7 @@ fn render_piece(
         }
         WordPiece::BackquotedCommandSubstitution(script) => {
             arg.dynamic = true;
+            arg.opaque = true;
             arg.text.push('`');
             arg.text.push_str(script);
             arg.text.push('`');
@@ -180,6 +218,7 @@ fn render_piece(
         }
         WordPiece::ArithmeticExpression(expr) => {
             arg.dynamic = true;
+            arg.opaque = true;
             arg.text.push_str("$((");
             arg.text.push_str(&expr.value);
             arg.text.push_str("))");
