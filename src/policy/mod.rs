@@ -18,6 +18,7 @@ mod load;
 pub mod normalize;
 mod overlap;
 mod rules;
+mod scope;
 mod shell;
 mod sql;
 mod unwrap;
@@ -278,7 +279,7 @@ pub struct Analysis {
 /// Parses `script` and unwraps every command in it into `out`.
 fn analyze(script: &str, cwd: &cwd::Cwd, tables: &Tables, depth: usize, out: &mut Analysis) {
     let mut extraction = shell::Extraction::default();
-    shell::extract_in(script, depth, cwd, &mut extraction);
+    shell::extract_in(script, depth, &scope::Scope::at(cwd), &mut extraction);
     out.findings.append(&mut extraction.findings);
     for inv in &extraction.commands {
         unwrap::expand(inv, tables, depth, out);

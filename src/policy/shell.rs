@@ -12,6 +12,7 @@ use brush_parser::ast::{
 };
 
 use super::cwd::Cwd;
+use super::scope::{Scope, Value};
 use super::words::{self, Arg, WordFindings};
 use super::{Finding, MAX_DEPTH};
 
@@ -109,11 +110,11 @@ pub fn dangerous_variable(name: &str) -> bool {
 /// scripts deep this one sits (substitutions, `bash -c`), bounded by [`MAX_DEPTH`].
 #[cfg(test)]
 pub fn extract(script: &str, depth: usize, out: &mut Extraction) {
-    extract_in(script, depth, &Cwd::default(), out);
+    extract_in(script, depth, &Scope::default(), out);
 }
 
-/// [`extract`] for a script that starts in `cwd` (a substitution, `bash -c` after a `cd`).
-pub fn extract_in(script: &str, depth: usize, cwd: &Cwd, out: &mut Extraction) {
+/// [`extract`] for a script that starts in `scope` (a substitution, `bash -c` after a `cd`).
+pub fn extract_in(script: &str, depth: usize, scope: &Scope, out: &mut Extraction) {
     if depth > MAX_DEPTH {
         out.hold(
             "nesting-too-deep",
@@ -138,7 +139,7 @@ pub fn extract_in(script: &str, depth: usize, cwd: &Cwd, out: &mut Extraction) {
     let mut walker = Walker {
         out,
         depth,
-        cwd: cwd.clone(),
+        scope: scope.clone(),
     };
     for list in &program.complete_commands {
         walker.list(list, &[], 0);
@@ -161,8 +162,8 @@ struct Walker<'a> {
     out: &'a mut Extraction,
     /// How many scripts deep this one sits.
     depth: usize,
-    /// Where the next command runs, as far as the `cd`s walked so far tell.
-    cwd: Cwd,
+    /// Where the next command runs and what variables hold, as far as the line so far tells.
+    scope: Scope,
 }
 
 impl Walker<'_> {
@@ -175,22 +176,26 @@ impl Walker<'_> {
             return;
         }
         for item in &list.0 {
-            let before = self.cwd.clone();
-            let mut previous = self.cwd.clone();
-            for (op, pipeline) in item.0.iter() {
+            let before = self.scope.clone();
+            let mut previous = self.scope.clone();
+            for (i, (op, pipeline)) in item.0.iter().enumerate() {
                 if op == ast::PipelineOperator::Or {
                     // Runs when the previous pipeline failed, perhaps before its `cd`.
-                    self.cwd.union(&previous);
+                    self.scope.union(&previous);
                 }
-                previous = self.cwd.clone();
+                previous = self.scope.clone();
                 self.pipeline(pipeline, redirects, level + 1);
+                if i > 0 {
+                    // After `&&` / `||` the pipeline may not have run at all.
+                    self.scope.vars.union(&previous.vars);
+                }
             }
             match item.1 {
-                // A background job runs in a subshell: its `cd` stays there.
-                ast::SeparatorOperator::Async => self.cwd = before,
+                // A background job runs in a subshell: its `cd` and assignments stay there.
+                ast::SeparatorOperator::Async => self.scope = before,
                 // The list may have stopped before its `cd` (`cd /x; rm -rf *` when /x is
-                // missing runs the rm where the line started).
-                ast::SeparatorOperator::Sequence => self.cwd.union(&before),
+                // missing runs the rm where the line started). Assignments cannot fail.
+                ast::SeparatorOperator::Sequence => self.scope.cwd.union(&before.cwd),
             }
         }
     }
@@ -199,10 +204,10 @@ impl Walker<'_> {
         let mut feeders: Vec<String> = Vec::new();
         let mut literal: Option<String> = None;
         // Members of a real pipeline run in subshells: a `cd` there moves nothing after it.
-        let before = (pipeline.seq.len() > 1).then(|| self.cwd.clone());
+        let before = (pipeline.seq.len() > 1).then(|| self.scope.clone());
         for (i, command) in pipeline.seq.iter().enumerate() {
             if let Some(b) = &before {
-                self.cwd = b.clone();
+                self.scope = b.clone();
             }
             let stdin = if i == 0 {
                 Stdin::Session
@@ -225,7 +230,7 @@ impl Walker<'_> {
             }
         }
         if let Some(b) = before {
-            self.cwd = b;
+            self.scope = b;
         }
     }
 
@@ -245,7 +250,7 @@ impl Walker<'_> {
                         assignments: Vec::new(),
                         redirects: all.get(redirects.len()..).unwrap_or_default().to_vec(),
                         stdin: Stdin::Session,
-                        cwd: self.cwd.clone(),
+                        cwd: self.scope.cwd.clone(),
                     });
                 }
                 self.compound(compound, &all, level);
@@ -264,9 +269,9 @@ impl Walker<'_> {
                 }
                 let first = self.out.commands.len();
                 // The body runs when called, not here: its `cd` moves nothing now.
-                let before = self.cwd.clone();
+                let before = self.scope.clone();
                 self.compound(&def.body.0, &all, level);
-                self.cwd = before;
+                self.scope = before;
                 self.fork_bomb(def, first);
             }
             Command::ExtendedTest(test, own) => {
@@ -314,51 +319,55 @@ impl Walker<'_> {
             }
             CompoundCommand::BraceGroup(g) => self.list(&g.list, redirects, level + 1),
             CompoundCommand::Subshell(s) => {
-                let before = self.cwd.clone();
+                let before = self.scope.clone();
                 self.list(&s.list, redirects, level + 1);
-                self.cwd = before;
+                self.scope = before;
             }
             CompoundCommand::ForClause(f) => {
-                for w in f.values.iter().flatten() {
-                    self.word(&w.value);
-                }
-                self.looped(|walker| walker.list(&f.body.list, redirects, level + 1));
+                let values: Option<Vec<Arg>> = f
+                    .values
+                    .as_ref()
+                    .map(|ws| ws.iter().map(|w| self.word(&w.value)).collect());
+                let before = self.scope.clone();
+                self.scope.vars.set(&f.variable_name, loop_values(values));
+                self.list(&f.body.list, redirects, level + 1);
+                self.scope.after_loop(&before);
             }
             CompoundCommand::CaseClause(c) => {
                 self.word(&c.value.value);
-                let start = self.cwd.clone();
+                let start = self.scope.clone();
                 let mut end = start.clone();
                 for item in &c.cases {
                     for p in &item.patterns {
                         self.word(&p.value);
                     }
                     if let Some(cmd) = &item.cmd {
-                        self.cwd = start.clone();
+                        self.scope = start.clone();
                         self.list(cmd, redirects, level + 1);
-                        end.union(&self.cwd);
+                        end.union(&self.scope);
                     }
                 }
-                self.cwd = end;
+                self.scope = end;
             }
             CompoundCommand::IfClause(i) => {
                 // Each branch starts where its condition left the shell; afterwards the shell is
                 // wherever some branch (or no branch) left it.
                 self.list(&i.condition, redirects, level + 1);
-                let mut after_condition = self.cwd.clone();
-                let mut end = self.cwd.clone();
+                let mut after_condition = self.scope.clone();
+                let mut end = self.scope.clone();
                 self.list(&i.then, redirects, level + 1);
-                end.union(&self.cwd);
+                end.union(&self.scope);
                 for e in i.elses.iter().flatten() {
-                    self.cwd = after_condition.clone();
+                    self.scope = after_condition.clone();
                     if let Some(c) = &e.condition {
                         self.list(c, redirects, level + 1);
-                        after_condition = self.cwd.clone();
-                        end.union(&self.cwd);
+                        after_condition = self.scope.clone();
+                        end.union(&self.scope);
                     }
                     self.list(&e.body, redirects, level + 1);
-                    end.union(&self.cwd);
+                    end.union(&self.scope);
                 }
-                self.cwd = end;
+                self.scope = end;
             }
             CompoundCommand::WhileClause(w) | CompoundCommand::UntilClause(w) => {
                 self.looped(|walker| {
@@ -367,9 +376,9 @@ impl Walker<'_> {
                 });
             }
             CompoundCommand::Coprocess(c) => {
-                let before = self.cwd.clone();
+                let before = self.scope.clone();
                 self.command(&c.body, redirects, Stdin::Session, level + 1);
-                self.cwd = before;
+                self.scope = before;
             }
         }
     }
@@ -377,12 +386,9 @@ impl Walker<'_> {
     /// A loop body runs zero or more times: a `cd` inside it leaves the shell anywhere from
     /// where it started to somewhere gatehouse cannot follow.
     fn looped(&mut self, body: impl FnOnce(&mut Self)) {
-        let before = self.cwd.clone();
+        let before = self.scope.clone();
         body(self);
-        if self.cwd != before {
-            self.cwd.union(&before);
-            self.cwd.add_unknown();
-        }
+        self.scope.after_loop(&before);
     }
 
     fn extended_test(&mut self, expr: &ast::ExtendedTestExpr, level: usize) {
@@ -413,13 +419,17 @@ impl Walker<'_> {
         let mut f = WordFindings::default();
         words::check_arithmetic(expr, &mut f);
         self.absorb(f);
+        // `(( i = 5 ))`, `i++`: any variable named in arithmetic may change.
+        for name in identifiers(expr) {
+            self.scope.vars.forget(name);
+        }
     }
 
     /// Renders a word that is not a command argument (loop values, case subjects): only its
     /// substitutions and findings matter.
     fn word(&mut self, raw: &str) -> Arg {
         let mut f = WordFindings::default();
-        let arg = words::render(raw, &mut f, self.depth);
+        let arg = words::render_in(raw, &mut f, self.depth, &self.scope.vars);
         self.absorb(f);
         arg
     }
@@ -429,11 +439,48 @@ impl Walker<'_> {
             self.out.hold(rule, reason);
         }
         for script in f.substitutions {
-            extract_in(&script, self.depth + 1, &self.cwd, self.out);
+            extract_in(&script, self.depth + 1, &self.scope, self.out);
         }
     }
 
+    /// A simple command. When it names a variable with several possible values (a `for`
+    /// list, joined branches) it is walked once per value, each a command that may run.
     fn simple(
+        &mut self,
+        simple: &SimpleCommand,
+        redirects: &[Redirect],
+        stdin: Stdin,
+        level: usize,
+    ) {
+        let text = simple.to_string();
+        let choices = self.scope.vars.several(|name| mentions(&text, name));
+        if choices.is_empty() {
+            return self.simple_once(simple, redirects, stdin, level);
+        }
+        let start = self.scope.clone();
+        let mut end: Option<Scope> = None;
+        for assignment in choices {
+            self.scope = start.clone();
+            for (name, value) in &assignment {
+                self.scope.vars.set(name, vec![value.clone()]);
+            }
+            self.simple_once(simple, redirects, stdin.clone(), level);
+            for (name, _) in &assignment {
+                if let Some(values) = start.vars.values(name) {
+                    self.scope.vars.set(name, values.to_vec());
+                }
+            }
+            match end.as_mut() {
+                Some(e) => e.union(&self.scope),
+                None => end = Some(self.scope.clone()),
+            }
+        }
+        if let Some(e) = end {
+            self.scope = e;
+        }
+    }
+
+    fn simple_once(
         &mut self,
         simple: &SimpleCommand,
         redirects: &[Redirect],
@@ -445,7 +492,7 @@ impl Walker<'_> {
             assignments: Vec::new(),
             redirects: redirects.to_vec(),
             stdin,
-            cwd: self.cwd.clone(),
+            cwd: self.scope.cwd.clone(),
         };
         let mut stdin_override: Option<Stdin> = None;
         // Commands inside process substitutions, decided after this one is recorded.
@@ -497,15 +544,55 @@ impl Walker<'_> {
         if let Some(s) = stdin_override {
             inv.stdin = s;
         }
-        let moved = directory_change(&inv.words, &self.cwd);
+        let moved = directory_change(&inv.words, &self.scope.cwd);
+        self.track_variables(&inv);
         self.out.commands.push(inv);
-        let before = self.cwd.clone();
+        let before = self.scope.clone();
         for sub in nested {
             self.list(&sub.list, &[], level + 1);
-            self.cwd = before.clone();
+            self.scope = before.clone();
         }
         if let Some(cwd) = moved {
-            self.cwd = cwd;
+            self.scope.cwd = cwd;
+        }
+    }
+
+    /// What a command does to the variables the line knows: `X=lit` sets, `export X=lit` and
+    /// friends too, `read X`, `unset X`, `printf -v X`, `let` and anything not literal forget.
+    fn track_variables(&mut self, inv: &Invocation) {
+        let Some((name, args)) = inv.words.split_first() else {
+            for (var, value) in &inv.assignments {
+                if value.opaque || value.ansi_c {
+                    self.scope.vars.forget(var);
+                } else {
+                    self.scope
+                        .vars
+                        .set(var, vec![Value::literal(value.text.clone())]);
+                }
+            }
+            return;
+        };
+        match name.text.as_str() {
+            "export" | "declare" | "typeset" | "local" | "readonly" => {
+                for a in args.iter().filter(|a| !a.text.starts_with('-')) {
+                    if let Some((var, value)) = a.text.split_once('=') {
+                        let var = var.trim_end_matches('+');
+                        if a.opaque || a.text.contains("+=") {
+                            self.scope.vars.forget(var);
+                        } else {
+                            self.scope.vars.set(var, vec![Value::literal(value)]);
+                        }
+                    }
+                }
+            }
+            "read" | "unset" | "mapfile" | "readarray" | "getopts" | "printf" | "let" | "wait" => {
+                for a in args {
+                    for var in identifiers(&a.text) {
+                        self.scope.vars.forget(var);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -533,7 +620,12 @@ impl Walker<'_> {
         }
         match &assignment.value {
             ast::AssignmentValue::Scalar(w) => {
-                let arg = self.word(&w.value);
+                let mut arg = self.word(&w.value);
+                if assignment.append {
+                    // `X+=...` appends to a value the line may not know.
+                    arg.opaque = true;
+                    arg.dynamic = true;
+                }
                 if before_command {
                     inv.assignments.push((name, arg));
                 } else {
@@ -745,4 +837,44 @@ fn directory_change(words: &[Arg], cwd: &Cwd) -> Option<Cwd> {
         }
     }
     None
+}
+
+/// The possible values of a `for` list: literal words, brace-expanded; `None` (positional
+/// parameters), globs or unknown words give no values (the variable is unknown).
+fn loop_values(values: Option<Vec<Arg>>) -> Vec<Value> {
+    let Some(values) = values else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for v in values {
+        if v.opaque || v.ansi_c {
+            return Vec::new();
+        }
+        let words = if v.brace {
+            match super::overlap::expand_braces(&v.text) {
+                Some(words) => words.into_iter().filter(|w| !w.is_empty()).collect(),
+                None => return Vec::new(),
+            }
+        } else {
+            vec![v.text]
+        };
+        out.extend(words.into_iter().map(|text| Value { text, glob: v.glob }));
+    }
+    out
+}
+
+/// Whether shell text mentions `$name` or `${name...`.
+fn mentions(text: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text.get(..at).unwrap_or_default();
+        let after = text.get(at + name.len()..).unwrap_or_default();
+        (before.ends_with('$') || before.ends_with("${")) && !after.starts_with(ident)
+    })
+}
+
+/// Identifier-like words of a text (variable names in arithmetic, `read` operands).
+fn identifiers(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
 }

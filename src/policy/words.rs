@@ -11,6 +11,7 @@ use brush_parser::word::{
 };
 use brush_parser::ParserOptions;
 
+use super::scope::{Value, Vars};
 use super::MAX_DEPTH;
 
 /// One word after quote removal, with what made it (not) a plain literal.
@@ -52,6 +53,12 @@ pub fn parser_options() -> ParserOptions {
 
 /// Renders one raw word (as it appears in the AST, quotes included).
 pub fn render(raw: &str, findings: &mut WordFindings, depth: usize) -> Arg {
+    render_in(raw, findings, depth, &Vars::default())
+}
+
+/// [`render`] where `vars` holds the literal values the line gave its variables: `$D` with one
+/// known value renders as that value.
+pub fn render_in(raw: &str, findings: &mut WordFindings, depth: usize, vars: &Vars) -> Arg {
     let mut arg = Arg::default();
     if depth > MAX_DEPTH {
         findings.holds.push((
@@ -69,13 +76,13 @@ pub fn render(raw: &str, findings: &mut WordFindings, depth: usize) -> Arg {
                 render_piece(
                     &p.piece,
                     raw,
-                    p.start_index,
-                    p.end_index,
+                    (p.start_index, p.end_index),
                     i == 0,
                     false,
                     &mut arg,
                     findings,
                     depth,
+                    vars,
                 );
             }
         }
@@ -95,13 +102,13 @@ pub fn render(raw: &str, findings: &mut WordFindings, depth: usize) -> Arg {
 fn render_piece(
     piece: &WordPiece,
     raw: &str,
-    start: usize,
-    end: usize,
+    (start, end): (usize, usize),
     first: bool,
     quoted: bool,
     arg: &mut Arg,
     findings: &mut WordFindings,
     depth: usize,
+    vars: &Vars,
 ) {
     match piece {
         WordPiece::Text(s) => {
@@ -127,13 +134,13 @@ fn render_piece(
                 render_piece(
                     &p.piece,
                     raw,
-                    p.start_index,
-                    p.end_index,
+                    (p.start_index, p.end_index),
                     false,
                     true,
                     arg,
                     findings,
                     depth,
+                    vars,
                 );
             }
         }
@@ -155,6 +162,19 @@ fn render_piece(
             }
         }
         WordPiece::ParameterExpansion(expr) => {
+            if let Some(value) = known_value(expr, vars, quoted) {
+                // Assigned a literal earlier on the line: bash substitutes exactly this.
+                if !quoted {
+                    // Globs in the value expand; braces do not (brace expansion came first).
+                    let brace = arg.brace;
+                    note_unquoted_text(&value.text, arg);
+                    arg.brace = brace;
+                }
+                // A path a `for` glob found: some path matching it, quoted or not.
+                arg.glob |= value.glob;
+                arg.text.push_str(&value.text);
+                return;
+            }
             arg.dynamic = true;
             // `$HOME` / `${HOME}` opening the word stays known: rules name `$HOME` as written.
             let leading_home = arg.text.is_empty()
@@ -225,6 +245,23 @@ fn render_piece(
             check_arithmetic(&expr.value, findings);
         }
     }
+}
+
+/// The value `$NAME` / `${NAME}` expands to, when the line assigned it one literal. Unquoted,
+/// a value that word splitting would change (whitespace, empty) stays unknown.
+fn known_value<'v>(expr: &ParameterExpr, vars: &'v Vars, quoted: bool) -> Option<&'v Value> {
+    let ParameterExpr::Parameter {
+        parameter: Parameter::Named(name),
+        indirect: false,
+    } = expr
+    else {
+        return None;
+    };
+    let value = vars.single(name)?;
+    if !quoted && (value.text.is_empty() || value.text.contains([' ', '\t', '\n'])) {
+        return None;
+    }
+    Some(value)
 }
 
 /// Arithmetic is evaluated by bash, and an array subscript inside it evaluates `$(...)`
