@@ -142,6 +142,13 @@ fn a_held_command_appears_by_itself_and_is_approved_from_the_screen() {
     let screen = tmux.wait_for("the outcome", |s| s.contains("approved (1 of 1 approvals)"));
     assert!(screen.contains("1 Pending (0)"), "{screen}");
 
+    // A larger terminal (window-change): the status line moves to the new last row.
+    let out = tmux.run(&["resize-window", "-t", "console", "-x", "120", "-y", "40"]);
+    assert!(out.status.success(), "{out:?}");
+    tmux.wait_for("the resized screen", |s| {
+        s.lines().nth(39).is_some_and(|l| l.contains("approve"))
+    });
+
     // Approved through the same path as `approve ID`: the comment is on the request.
     let all = demo.ssh("console", &[], "approvals --all --json");
     assert!(stdout(&all).contains("looks-fine"), "{}", stdout(&all));
