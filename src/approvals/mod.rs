@@ -40,7 +40,7 @@ mod webhook;
 #[cfg(test)]
 mod tests;
 
-pub use console::{run_console_command, ConsoleReply};
+pub use console::{run_console_command, run_console_words, ConsoleReply};
 pub use request::{
     ApprovalEvent, BadRequestId, EventKind, HeldCommand, NewHold, Outcome, RequestId, RequestState,
     RequestView, ReviewDecision, REQUEST_ID_LEN,

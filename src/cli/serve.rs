@@ -210,6 +210,7 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
         host_key,
         approvals: Arc::new(approvals),
         audit,
+        sessions: gateway::live::LiveSessions::new(),
         config,
     })
 }

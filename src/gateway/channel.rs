@@ -25,6 +25,8 @@ use crate::upstream::TargetAccess;
 pub const EXIT_REFUSED: u32 = 126;
 /// Told to the agent when its command cannot be recorded and recording is mandatory.
 const RECORDING_REFUSED: &str = "gatehouse: the session recording failed; refusing the command\n";
+/// Told to the agent when the live-sessions registry is full.
+const LIVE_FULL: &str = "gatehouse: too many live sessions; refusing the command\n";
 /// Exit status for a command held in return mode: retry the identical command after approval.
 pub const EXIT_HELD_RETURN: u32 = 75;
 /// Stdin bytes kept from an agent while its command is held; past this gatehouse stops reading
@@ -208,6 +210,12 @@ async fn exec(
         refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
         return;
     }
+    // Listed in the console until this exec ends (the guard's drop); nothing runs unlisted.
+    let Some(live) = super::live::register_exec(ctx, &line) else {
+        refuse(&channel, Some(&recording), LIVE_FULL, EXIT_REFUSED).await;
+        recording.finish(Some(EXIT_REFUSED)).await;
+        return;
+    };
 
     let decision = if command.len() > MAX_COMMAND_BYTES {
         Decision {
@@ -280,12 +288,14 @@ async fn exec(
             return;
         }
         Action::Allow => {
+            live.set_decision("allow");
             if !recording.marker(&format!("allow rule {}", decision.rule)) {
                 refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
                 return;
             }
         }
         Action::Hold => {
+            live.set_decision("held");
             match hold(
                 ctx,
                 &mut channel,
@@ -302,7 +312,7 @@ async fn exec(
                     refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
                     return;
                 }
-                HoldResult::Run => {}
+                HoldResult::Run => live.set_decision("approved"),
                 HoldResult::Ended(status) => {
                     recording.finish(Some(status)).await;
                     return;

@@ -8,6 +8,9 @@
 pub mod bridge;
 pub mod channel;
 pub mod console;
+pub mod console_data;
+pub mod console_screen;
+pub mod live;
 pub mod ratelimit;
 pub mod recording;
 pub mod server;
@@ -66,6 +69,8 @@ pub struct Gateway {
     pub approvals: Arc<Approvals>,
     /// The hash-chained audit log (one writer).
     pub audit: Arc<AuditLog>,
+    /// Exec channels open right now, for the reviewer console's sessions list.
+    pub sessions: live::LiveSessions,
 }
 
 /// The login name that opens the reviewer console instead of a target.

@@ -521,14 +521,12 @@ impl russh::server::Handler for ConnectionHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_request("interactive shell");
         if self.authenticated.as_ref().map(|a| a.target.as_str()) == Some(CONSOLE_LOGIN) {
-            return refuse_in_band(
-                session,
-                channel,
-                b"gatehouse: the console screen is not available yet; use its commands: ssh console approvals, ssh console approve ID, ssh console deny ID\r\n".to_vec(),
-            );
+            // The console task opens the screen (see `console_screen`).
+            session.channel_success(channel)?;
+            return Ok(());
         }
+        self.refuse_request("interactive shell");
         // Accept the request and refuse in-band: OpenSSH clients drop what a failed request
         // carried, so the agent would never see why.
         refuse_in_band(
