@@ -77,6 +77,11 @@ impl Vars {
         self.known.remove(name);
     }
 
+    /// Whether some variable has several possible values (a `for` list, joined branches).
+    pub fn has_several(&self) -> bool {
+        self.known.values().any(|v| v.len() > 1)
+    }
+
     /// Every combination of values for the variables with several values that `mentioned`
     /// selects, each as (name, value) pairs; empty when none is mentioned or there would be
     /// more than [`MAX_VALUES`] combinations (they then stay unknown).

@@ -452,8 +452,12 @@ impl Walker<'_> {
         stdin: Stdin,
         level: usize,
     ) {
-        let text = simple.to_string();
-        let choices = self.scope.vars.several(|name| mentions(&text, name));
+        let choices = if self.scope.vars.has_several() {
+            let text = simple.to_string();
+            self.scope.vars.several(|name| mentions(&text, name))
+        } else {
+            Vec::new()
+        };
         if choices.is_empty() {
             return self.simple_once(simple, redirects, stdin, level);
         }
