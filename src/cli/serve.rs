@@ -211,6 +211,7 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
         approvals: Arc::new(approvals),
         audit,
         sessions: gateway::live::LiveSessions::new(),
+        shutdown: gateway::shutdown::Shutdown::new(),
         config,
     })
 }
