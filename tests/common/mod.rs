@@ -34,6 +34,11 @@ pub struct Demo {
 
 impl Demo {
     pub fn start() -> Demo {
+        Demo::start_with(&[])
+    }
+
+    /// `gatehouse demo --dir DIR ARGS...`
+    pub fn start_with(args: &[&str]) -> Demo {
         require_openssh();
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-test-")
@@ -50,6 +55,7 @@ impl Demo {
             .arg("demo")
             .arg("--dir")
             .arg(dir.path())
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
