@@ -131,6 +131,12 @@ impl Demo {
     pub fn stop(mut self) -> std::process::ExitStatus {
         terminate(&mut self.child)
     }
+
+    /// Stops the demo like [`Demo::stop`] but keeps its directory (until dropped), so that the
+    /// test can run `gatehouse serve` on what it left.
+    pub fn stop_keeping_files(&mut self) -> std::process::ExitStatus {
+        terminate(&mut self.child)
+    }
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
