@@ -2,7 +2,9 @@
 //! command line, then refuse it, hold it for a reviewer, or bridge it to the target.
 //!
 //! Every exec is recorded (refused ones too) with markers for the command and each decision,
-//! and every decision goes to the audit log before the agent hears of it.
+//! and every decision goes to the audit log before the agent hears of it. When the gateway
+//! stops, an exec still open is cut off: its recording gets a session-end marker and is sealed
+//! before the agent is told.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use russh::{Channel, ChannelMsg, Pty};
 
 use super::recording::ExecRecording;
 use super::server::SessionId;
+use super::shutdown::{cut_off, ShutdownListener};
 use super::{env_allowed, Gateway};
 use crate::approvals::{NewHold, Outcome};
 use crate::config::ApprovalMode;
@@ -102,12 +105,21 @@ struct PtyRequest {
     modes: Vec<(Pty, u32)>,
 }
 
-/// Runs one agent channel to its end.
-pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>) {
+/// Runs one agent channel to its end; `shutdown` keeps the gateway's shutdown waiting until
+/// this channel's recording is sealed.
+pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>, mut shutdown: ShutdownListener) {
     let mut pty = None;
     let mut env: Vec<(String, String)> = Vec::new();
     loop {
-        let Some(msg) = channel.wait().await else {
+        let msg = tokio::select! {
+            // Nothing was asked to run yet: nothing to record or seal.
+            () = shutdown.notified() => {
+                let _ = channel.close().await;
+                return;
+            }
+            msg = channel.wait() => msg,
+        };
+        let Some(msg) = msg else {
             return;
         };
         match msg {
@@ -137,7 +149,7 @@ pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>) {
                 env.push((variable_name, variable_value));
             }
             ChannelMsg::Exec { command, .. } => {
-                exec(&ctx, channel, command, pty, env).await;
+                exec(&ctx, channel, command, pty, env, &mut shutdown).await;
                 return;
             }
             ChannelMsg::WindowChange {
@@ -158,13 +170,15 @@ pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>) {
     }
 }
 
-/// Decides an exec request and runs, holds or refuses it.
+/// Records an exec request and decides, runs, holds or refuses it — or cuts it off when the
+/// gateway stops first.
 async fn exec(
     ctx: &ChannelContext,
-    mut channel: Channel<Msg>,
+    channel: Channel<Msg>,
     command: Vec<u8>,
     pty: Option<PtyRequest>,
     env: Vec<(String, String)>,
+    shutdown: &mut ShutdownListener,
 ) {
     let gw = &ctx.gateway;
     let target = &ctx.access.target;
@@ -216,7 +230,29 @@ async fn exec(
         recording.finish(Some(EXIT_REFUSED)).await;
         return;
     };
+    let agent = channel.id();
+    tokio::select! {
+        // Checked first, so an exec that arrives during shutdown runs nothing.
+        biased;
+        () = shutdown.notified() => cut_off(ctx, agent, &recording).await,
+        () = decide_and_run(ctx, channel, command, pty, env, &recording, &live, &line) => {}
+    }
+}
 
+/// Decides a recorded exec request and runs, holds or refuses it.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+async fn decide_and_run(
+    ctx: &ChannelContext,
+    mut channel: Channel<Msg>,
+    command: Vec<u8>,
+    pty: Option<PtyRequest>,
+    env: Vec<(String, String)>,
+    recording: &ExecRecording,
+    live: &super::live::LiveGuard,
+    line: &str,
+) {
+    let gw = &ctx.gateway;
+    let target = &ctx.access.target;
     let decision = if command.len() > MAX_COMMAND_BYTES {
         Decision {
             decision: Action::Deny,
@@ -261,7 +297,7 @@ async fn exec(
         // Fail closed: a decision that cannot be audited is not carried out.
         refuse(
             &channel,
-            Some(&recording),
+            Some(recording),
             "gatehouse: the audit log is unavailable; refusing the command\n",
             EXIT_REFUSED,
         )
@@ -283,7 +319,7 @@ async fn exec(
                 decision.rule,
                 one_line(&decision.reason)
             );
-            refuse(&channel, Some(&recording), &msg, EXIT_REFUSED).await;
+            refuse(&channel, Some(recording), &msg, EXIT_REFUSED).await;
             recording.finish(Some(EXIT_REFUSED)).await;
             return;
         }
@@ -302,7 +338,7 @@ async fn exec(
                 &command,
                 &decision,
                 &env,
-                &recording,
+                recording,
                 &mut early,
             )
             .await

@@ -73,6 +73,13 @@ impl Acceptor {
     }
 }
 
+impl Acceptor {
+    /// Agent connections open right now (shutdown waits for them to leave).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
 impl russh::server::Server for Acceptor {
     type Handler = ConnectionHandler;
 
@@ -352,6 +359,15 @@ impl russh::server::Handler for ConnectionHandler {
             reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
+        // Taken here, in the callback: once shutdown has begun no exec channel opens, and one
+        // that opened before is waited for until its recording is sealed.
+        let shutdown = self.gateway.shutdown.listen();
+        if shutdown.is_shutdown() {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         if self.channels.fetch_add(1, Ordering::SeqCst) >= MAX_CHANNELS_PER_CONNECTION {
             self.channels.fetch_sub(1, Ordering::SeqCst);
             self.refuse_request("session channel beyond the per-connection limit");
@@ -374,7 +390,7 @@ impl russh::server::Handler for ConnectionHandler {
         let channels = self.channels.clone();
         tokio::spawn(
             async move {
-                channel::run(ctx, channel).await;
+                channel::run(ctx, channel, shutdown).await;
                 channels.fetch_sub(1, Ordering::SeqCst);
             }
             .instrument(self.span.clone()),
