@@ -89,7 +89,7 @@ impl russh::server::Server for Acceptor {
         let span = tracing::info_span!(
             "connection",
             session_id = %session_id,
-            peer = ?peer,
+            peer = %peer.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
             identity = tracing::field::Empty,
             target = tracing::field::Empty,
         );
