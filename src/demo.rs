@@ -221,8 +221,29 @@ fn oidc_toml(args: &DemoArgs, http_port: Option<u16>) -> (String, String) {
     (listen, issuers)
 }
 
+/// The `[policy]` and `[approvals]` sections for `--policy FILE` and `--webhook URL` (empty
+/// without them). The policy path is made absolute here, so that it still names the file the
+/// user meant when read relative to DIR/gatehouse.toml; values are written as TOML strings.
+fn extra_config(args: &DemoArgs) -> anyhow::Result<String> {
+    let mut extra = String::new();
+    if let Some(policy) = &args.policy {
+        let path = policy
+            .canonicalize()
+            .with_context(|| format!("--policy {}", policy.display()))?;
+        let path = toml_string(&path.display().to_string());
+        extra.push_str(&format!("\n[policy]\nfile = {path}\n"));
+    }
+    if let Some(url) = &args.webhook {
+        let url = toml_string(url);
+        extra.push_str(&format!("\n[approvals]\nwebhook = {url}\n"));
+    }
+    Ok(extra)
+}
+
 /// Runs the demo until SIGINT/SIGTERM.
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    // Before anything is written: a wrong --policy leaves DIR as it was.
+    let extra = extra_config(&args)?;
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("gatehouse-demo-{:08x}", rand::random::<u32>())),
@@ -270,7 +291,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
          [vault]\nmaster_key_file = \"vault.key\"\n\n\
          [[targets]]\nname = \"demo\"\naddress = \"127.0.0.1:{sshd_port}\"\nuser = \"{user}\"\n\
          host_keys = [\"{sshd_host_key}\"]\npolicy = \"default\"\nmax_channels = 32\n\n\
-         [[grants]]\nprincipals = [\"group:agents\", \"group:reviewers\"]\ntargets = [\"demo\"]\n{oidc}"
+         [[grants]]\nprincipals = [\"group:agents\", \"group:reviewers\"]\ntargets = [\"demo\"]\n{oidc}{extra}"
     );
     let config_path = dir.join("gatehouse.toml");
     std::fs::write(&config_path, toml)?;

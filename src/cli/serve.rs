@@ -44,6 +44,13 @@ pub struct DemoArgs {
     /// sshd runs as root when started by root, so it can log in as another local account.
     #[arg(long, env = "GATEHOUSE_DEMO_TARGET_USER")]
     pub target_user: Option<String>,
+    /// A policy file to try instead of the compiled-in default ruleset (written into
+    /// DIR/gatehouse.toml as `[policy] file`; it must define the policy `default`).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Notify this URL of every held command (`[approvals] webhook`; http:// only).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
 }
 
 /// `gatehouse target ...`
