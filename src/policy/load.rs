@@ -152,6 +152,24 @@ struct RawRule {
 
 /// Parses and validates policy text; `origin` names it in errors.
 pub fn parse_policy_file(text: &str, origin: &Path) -> Result<PolicySet, PolicyError> {
+    parse_with(text, origin, true)
+}
+
+/// The compiled-in option, wrapper and interpreter tables.
+fn builtin_tables() -> Option<Arc<Tables>> {
+    let set = parse_with(
+        super::BUILTIN_POLICY,
+        Path::new("config/policy.toml"),
+        false,
+    )
+    .ok()?;
+    set.policies.values().next().map(|p| Arc::clone(&p.tables))
+}
+
+/// Parses a policy file; with `fill`, a table the file does not define at all (no
+/// `[programs.*]`, no `[[wrappers]]` or no `[[interpreters]]`) is taken from the compiled-in
+/// policy, so a file holding only rules still unwraps `sudo` and holds `python -c`.
+fn parse_with(text: &str, origin: &Path, fill: bool) -> Result<PolicySet, PolicyError> {
     let at = |span: Option<Range<usize>>, key: &str, message: String| PolicyError::Invalid {
         path: origin.to_path_buf(),
         line: span.map(|s| line_of(text, s.start)).unwrap_or(0),
@@ -219,11 +237,34 @@ pub fn parse_policy_file(text: &str, origin: &Path) -> Result<PolicySet, PolicyE
             module_options: it.module_options,
         });
     }
-    let tables = Arc::new(Tables {
+    let mut tables = Tables {
         programs,
         wrappers,
         interpreters,
-    });
+    };
+    if fill
+        && (tables.programs.is_empty()
+            || tables.wrappers.is_empty()
+            || tables.interpreters.is_empty())
+    {
+        let builtin = builtin_tables().ok_or_else(|| {
+            at(
+                None,
+                "",
+                "the compiled-in policy tables are invalid".to_string(),
+            )
+        })?;
+        if tables.programs.is_empty() {
+            tables.programs = builtin.programs.clone();
+        }
+        if tables.wrappers.is_empty() {
+            tables.wrappers = builtin.wrappers.clone();
+        }
+        if tables.interpreters.is_empty() {
+            tables.interpreters = builtin.interpreters.clone();
+        }
+    }
+    let tables = Arc::new(tables);
 
     let mut policy_meta = Vec::new();
     for (name, p) in &raw.policies {

@@ -134,3 +134,15 @@ fn unresolved_arguments_hold_and_name_the_rule() {
     let d = decide(policy, b"echo \"$X\" | xargs grep foo");
     assert_eq!(d.decision, Action::Allow, "{d:?}");
 }
+
+#[test]
+fn a_file_with_only_rules_keeps_the_builtin_tables() {
+    let text = "[policies.default]\ndefault = \"allow\"\n\n[[rules]]\nid = \"no-rm-root\"\naction = \"deny\"\nreason = \"no\"\nprograms = [\"rm\"]\noperands = [\"/\"]\n";
+    let set = PolicySet::parse(text, Path::new("p.toml")).expect("valid");
+    let policy = set.policy("default").expect("default");
+    // sudo is still unwrapped, python -c still held.
+    let d = decide(policy, b"sudo -u root rm -rf /");
+    assert_eq!((d.decision, d.rule.as_str()), (Action::Deny, "no-rm-root"));
+    let d = decide(policy, b"python3 -c 'print(1)'");
+    assert_eq!((d.decision, d.rule.as_str()), (Action::Hold, "interpreter"));
+}
