@@ -226,9 +226,9 @@ def main():
     text = log_text_file()
     demos = {
         "main": Demo(),
-        "no-recording": Demo("--no-recording"),
-        "no-masking": Demo("--no-masking"),
-        "bare": Demo("--no-recording", "--no-masking"),
+        "no-recording": Demo(("--no-recording",)),
+        "no-masking": Demo(("--no-masking",)),
+        "bare": Demo(("--no-recording", "--no-masking")),
     }
     ALL_DEMOS.extend(demos.values())
     main_demo = demos["main"]

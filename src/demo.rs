@@ -1,6 +1,8 @@
 //! `gatehouse demo`: a throwaway OpenSSH sshd as target `demo`, a fresh CA, vault and store,
 //! an agent and a reviewer certificate, and an ssh_config that reaches everything
-//! non-interactively. Runs until SIGINT/SIGTERM, then stops its sshd too.
+//! non-interactively. Runs until SIGINT/SIGTERM, then stops its sshd too. With
+//! `--oidc-issuer URL --oidc-audience AUD` it also serves certificate issuance on loopback,
+//! trusting that issuer, and grants the identities it mints the `demo` target.
 //!
 //! Everything lives under one directory (DIR): DIR/gatehouse.toml is the configuration gatehouse
 //! runs with, DIR/ssh_config and DIR/known_hosts are for clients, DIR/keys holds the generated
@@ -17,7 +19,7 @@ use anyhow::{bail, Context};
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::{Algorithm, PrivateKey};
 
-use crate::cli::serve::{build_gateway, shutdown_signal, DemoArgs};
+use crate::cli::serve::{build_gateway, shutdown_signal, start_issuance, DemoArgs};
 use crate::config::Config;
 use crate::identity::ca::{CertRequest, UserCa};
 use crate::store::Store;
@@ -27,6 +29,9 @@ use crate::vault::Vault;
 pub const SSHD: &str = "/usr/sbin/sshd";
 /// Lifetime of the demo's certificates: long enough to try things out at leisure.
 const DEMO_CERT_TTL: Duration = Duration::from_secs(8 * 3600);
+/// Prefixed to every identity minted from `--oidc-issuer` tokens: the demo's grant names them
+/// by it (`oidc-*`), and they can never collide with the demo's own `agent` and `reviewer`.
+pub const OIDC_IDENTITY_PREFIX: &str = "oidc-";
 
 /// A generated key pair on disk.
 struct KeyFiles {
@@ -182,11 +187,69 @@ fn issue(
     Ok(path)
 }
 
+/// A TOML basic string holding `text` (quotes and escapes included).
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+/// The `[server] http_listen` line, the `[[oidc.issuers]]` entry and the grant that make the
+/// demo issue certificates for `--oidc-issuer` tokens; empty without it. The configuration is
+/// then loaded like any other, so a bad issuer URL is reported against DIR/gatehouse.toml.
+fn oidc_toml(args: &DemoArgs, http_port: Option<u16>) -> (String, String) {
+    let listen = match http_port {
+        Some(port) => format!("http_listen = \"127.0.0.1:{port}\"\n"),
+        None => String::new(),
+    };
+    let (Some(issuer), Some(audience)) = (&args.oidc_issuer, &args.oidc_audience) else {
+        return (listen, String::new());
+    };
+    // Every asymmetric algorithm gatehouse supports: the demo does not know the provider's keys
+    // (none and HS* are never accepted anyway).
+    let algs = crate::config::issuance::SUPPORTED_ALGS
+        .iter()
+        .map(|alg| toml_string(alg))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let issuers = format!(
+        "\n[[oidc.issuers]]\nissuer = {issuer}\naudience = {audience}\nkind = \"agent\"\n\
+         identity_prefix = \"{OIDC_IDENTITY_PREFIX}\"\ngroups_claim = \"groups\"\n\
+         allowed_algs = [{algs}]\n\n\
+         [[grants]]\nprincipals = [\"{OIDC_IDENTITY_PREFIX}*\"]\ntargets = [\"demo\"]\n",
+        issuer = toml_string(issuer),
+        audience = toml_string(audience),
+    );
+    (listen, issuers)
+}
+
+/// The `[policy]` and `[approvals]` sections for `--policy FILE` and `--webhook URL` (empty
+/// without them). The policy path is made absolute here, so that it still names the file the
+/// user meant when read relative to DIR/gatehouse.toml; values are written as TOML strings.
+fn extra_config(args: &DemoArgs) -> anyhow::Result<String> {
+    let mut extra = String::new();
+    if let Some(policy) = &args.policy {
+        let path = policy
+            .canonicalize()
+            .with_context(|| format!("--policy {}", policy.display()))?;
+        let path = toml_string(&path.display().to_string());
+        extra.push_str(&format!("\n[policy]\nfile = {path}\n"));
+    }
+    if let Some(url) = &args.webhook {
+        let url = toml_string(url);
+        extra.push_str(&format!("\n[approvals]\nwebhook = {url}\n"));
+    }
+    if args.no_recording {
+        extra.push_str("\n[recording]\non_failure = \"continue\"\n");
+    }
+    if args.no_masking {
+        extra.push_str("\n[masking]\nenabled = false\n");
+    }
+    Ok(extra)
+}
+
 /// Runs the demo until SIGINT/SIGTERM.
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
-    if args.oidc_issuer.is_some() {
-        bail!("--oidc-issuer needs certificate issuance over HTTP, which this build does not include yet");
-    }
+    // Before anything is written: a wrong --policy leaves DIR as it was.
+    let extra = extra_config(&args)?;
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("gatehouse-demo-{:08x}", rand::random::<u32>())),
@@ -219,6 +282,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     }
     .context("cannot bind gatehouse's SSH port")?;
     let ssh_port = listener.local_addr()?.port();
+    // Issuance listens only when asked for: by --oidc-issuer, or by naming its port.
+    let http_port = match (args.http_port, &args.oidc_issuer) {
+        (Some(port), _) => Some(port),
+        (None, Some(_)) => Some(free_port()?),
+        (None, None) => None,
+    };
+    let (http_listen, oidc) = oidc_toml(&args, http_port);
 
     // /dev/null is a file, so no directory can be made below it: every recording fails.
     let recordings_dir = if args.no_recording {
@@ -226,21 +296,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     } else {
         "recordings"
     };
-    let mut extra = String::new();
-    if args.no_recording {
-        extra.push_str("\n[recording]\non_failure = \"continue\"\n");
-    }
-    if args.no_masking {
-        extra.push_str("\n[masking]\nenabled = false\n");
-    }
     let toml = format!(
         "# Written by `gatehouse demo`: the configuration this demo runs with.\n\
-         [server]\nssh_listen = \"127.0.0.1:{ssh_port}\"\ndata_dir = \"data\"\nrecordings_dir = \"{recordings_dir}\"\n\n\
+         [server]\nssh_listen = \"127.0.0.1:{ssh_port}\"\n{http_listen}data_dir = \"data\"\nrecordings_dir = \"{recordings_dir}\"\n\n\
          [ca]\nprivate_key = \"ca/user_ca\"\n\n\
          [vault]\nmaster_key_file = \"vault.key\"\n\n\
          [[targets]]\nname = \"demo\"\naddress = \"127.0.0.1:{sshd_port}\"\nuser = \"{user}\"\n\
          host_keys = [\"{sshd_host_key}\"]\npolicy = \"default\"\nmax_channels = 32\n\n\
-         [[grants]]\nprincipals = [\"group:agents\", \"group:reviewers\"]\ntargets = [\"demo\"]\n{extra}"
+         [[grants]]\nprincipals = [\"group:agents\", \"group:reviewers\"]\ntargets = [\"demo\"]\n{oidc}{extra}"
     );
     let config_path = dir.join("gatehouse.toml");
     std::fs::write(&config_path, toml)?;
@@ -255,6 +318,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     Vault::open(&store, &config.vault.master_key_file)?.put("demo", &target_key)?;
     let gateway = Arc::new(build_gateway(config, &store)?);
     gateway.spawn_approval_auditor();
+    let issuance = start_issuance(&gateway.config, &store, gateway.audit.clone()).await?;
     let gateway_host_key = gateway.host_key.public_key().to_openssh()?;
 
     std::fs::write(
@@ -294,6 +358,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         cfg.display()
     );
     println!("  direct:   ssh -F {} demo-direct 'df -h /'", cfg.display());
+    if let Some(addr) = issuance {
+        println!("  certificate issuance: http://{addr}");
+    }
+    if let (Some(issuer), Some(audience), Some(addr)) =
+        (&args.oidc_issuer, &args.oidc_audience, issuance)
+    {
+        let out = dir.join("oidc");
+        println!(
+            "  oidc:     gatehouse login --server http://{addr} --issuer {issuer} --resource {audience} \
+             --client-id ID --client-secret-file FILE --ssh-host 127.0.0.1 --ssh-port {ssh_port} --out {out}",
+            out = out.display()
+        );
+        println!(
+            "            ssh -F {cfg} -o UserKnownHostsFile={kh} -o HostKeyAlias=gatehouse demo@gatehouse 'df -h /'",
+            cfg = out.join("ssh_config").display(),
+            kh = dir.join("known_hosts").display()
+        );
+    }
     println!("gatehouse demo ready (Ctrl-C stops it)");
 
     let served = gateway.serve(listener, shutdown).await;

@@ -3,10 +3,9 @@
 //! hostile matrix of issue 4 (hostile tokens forged here with the provider's own key or other
 //! keys), key rotation, and `gatehouse login` writing a certificate that `ssh-keygen -L` reads.
 //!
-//! The SSH leg runs against a real `gatehouse demo`: the issuance endpoint is started in this
-//! process with the demo's own CA key (the demo does not start it yet: `--oidc-issuer` is the
-//! integrator's wiring, see `http::serve`), `gatehouse login` fetches a certificate from it, and
-//! OpenSSH's `ssh` uses that certificate to run a command on the demo target through gatehouse.
+//! The SSH leg runs against a real `gatehouse demo --oidc-issuer`: `gatehouse login` fetches a
+//! certificate from the demo's own issuance endpoint, and OpenSSH's `ssh` uses that certificate
+//! to run a command on the demo target through gatehouse.
 
 mod common;
 
@@ -153,11 +152,6 @@ struct Gatehouse {
 
 impl Gatehouse {
     async fn start(issuer_toml: &str) -> Gatehouse {
-        Gatehouse::start_with_ca(issuer_toml, None).await
-    }
-
-    /// Signs with the CA key at `ca` (e.g. a running demo's) instead of a fresh one.
-    async fn start_with_ca(issuer_toml: &str, ca: Option<&Path>) -> Gatehouse {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[server]\nssh_listen = \"127.0.0.1:1\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
@@ -169,10 +163,7 @@ impl Gatehouse {
         std::fs::write(&path, &text).unwrap();
         let config = Config::load(&path).unwrap();
         std::fs::create_dir_all(dir.path().join("ca")).unwrap();
-        let ca = match ca {
-            Some(path) => UserCa::load(path).unwrap(),
-            None => UserCa::init(&config.ca.private_key).unwrap(),
-        };
+        let ca = UserCa::init(&config.ca.private_key).unwrap();
         let audit = Arc::new(AuditLog::open(&dir.path().join("data/audit/audit.jsonl")).unwrap());
         let store = Store::open(&config.server.data_dir).unwrap();
         let state = Arc::new(HttpState::new(&config, ca, audit, &store).unwrap());
@@ -712,48 +703,47 @@ async fn gatehouse_login_client_credentials_and_device_flow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_certificate_runs_a_command_through_gatehouse() {
-    let demo = common::Demo::start();
-    let ssh_port = demo
-        .banner
-        .split("gatehouse on 127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .expect("demo banner names its SSH port")
-        .to_string();
+async fn demo_with_oidc_issuer_takes_login_certificates() {
     let key = SigningKey::new("k1");
     let idp = Idp::start(free_port(), &key);
-    let gh = Gatehouse::start_with_ca(
-        &agent_issuer(&idp.issuer()),
-        Some(&demo.path().join("ca/user_ca")),
-    )
-    .await;
-    let secret = gh.dir.path().join("secret");
+    let demo =
+        common::Demo::start_with(&["--oidc-issuer", &idp.issuer(), "--oidc-audience", RESOURCE]);
+    let banner_value = |label: &str, end: char| {
+        demo.banner
+            .split(label)
+            .nth(1)
+            .and_then(|rest| rest.split(end).next())
+            .unwrap_or_else(|| panic!("demo banner names {label:?}: {}", demo.banner))
+            .trim()
+            .to_string()
+    };
+    let ssh_port = banner_value("gatehouse on 127.0.0.1:", ',');
+    let server = banner_value("certificate issuance: ", '\n');
+    assert!(server.starts_with("http://127.0.0.1:"), "{server}");
+
+    let secret = demo.path().join("secret");
     std::fs::write(&secret, CLIENT_SECRET).unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let out = gh.dir.path().join("agent");
-    let run = login(
-        &gh,
-        &idp,
-        &out,
-        &["--client-id", "agent-ci", "--client-secret-file"],
-    )
-    .arg(&secret)
-    .args([
-        "--resource",
-        RESOURCE,
-        "--ssh-host",
-        "127.0.0.1",
-        "--ssh-port",
-        &ssh_port,
-    ])
-    .output()
-    .unwrap();
+    let out = demo.path().join("oidc");
+    let run = Command::new(BIN)
+        .args(["login", "--server", &server, "--issuer", &idp.issuer()])
+        .args(["--client-id", "agent-ci", "--client-secret-file"])
+        .arg(&secret)
+        .args(["--resource", RESOURCE, "--ssh-host", "127.0.0.1"])
+        .args(["--ssh-port", &ssh_port, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+        "{stdout}{}\ngatehouse log:\n{}",
+        String::from_utf8_lossy(&run.stderr),
+        demo.log()
     );
+    // The demo names the issuer's identities with its prefix and grants them the demo target.
+    assert!(stdout.contains("identity:   oidc-agent-ci"), "{stdout}");
+
     // Only the login's key and certificate (the snippet's IdentitiesOnly), the demo's known_hosts.
     let known_hosts = format!(
         "UserKnownHostsFile={}",
@@ -787,6 +777,8 @@ async fn login_certificate_runs_a_command_through_gatehouse() {
         String::from_utf8_lossy(&ssh.stderr),
         demo.log()
     );
+    let audit = std::fs::read_to_string(demo.path().join("data/audit/audit.jsonl")).unwrap();
+    assert!(audit.contains("\"cert.issued\"") && audit.contains("\"identity\":\"oidc-agent-ci\""));
     idp.stop();
-    demo.stop();
+    assert!(demo.stop().success());
 }

@@ -1,6 +1,6 @@
 //! The reviewer console's exec commands, for scripts: `ssh console@bastion approvals --json`,
 //! `approve ID --comment TEXT`, `deny ID`, `show ID`, `help`. A pure function from a command
-//! line to stdout, stderr and an exit status; the SSH side (`src/console.rs`) only carries
+//! line to stdout, stderr and an exit status; the SSH side (`gateway::console`) only carries
 //! bytes. The line is split with shlex: it is never run by a shell, so splitting words is all
 //! that is needed here.
 //!
@@ -92,6 +92,28 @@ pub fn run_console_command(
     let Some(words) = shlex::split(line) else {
         return ConsoleReply::usage("cannot split the command line (unbalanced quotes?)");
     };
+    run_words(approvals, reviewer, &words)
+}
+
+/// Runs one console command given as words (`["approve", ID, "--comment", TEXT]`): the
+/// console screen's approve and deny keys come here, so they pass the same reviewer checks
+/// and the same [`Approvals::decide`] as `ssh console approve ID`.
+pub fn run_console_words(
+    approvals: &Approvals,
+    reviewer: &CertIdentity,
+    words: &[String],
+) -> ConsoleReply {
+    if !approvals.is_reviewer(reviewer) {
+        return ConsoleReply::err(
+            EXIT_REFUSED,
+            format_args!("{} is not in a reviewer group", reviewer.identity),
+        );
+    }
+    run_words(approvals, reviewer, words)
+}
+
+/// The commands themselves, once the caller has checked that `reviewer` is one.
+fn run_words(approvals: &Approvals, reviewer: &CertIdentity, words: &[String]) -> ConsoleReply {
     let Some((command, args)) = words.split_first() else {
         return ConsoleReply::usage("no command given");
     };

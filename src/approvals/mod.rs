@@ -6,8 +6,9 @@
 //! never by polling) or, in return mode, answers 75 at once and later turns the byte-identical
 //! resend into a run with [`Approvals::take_grant`]. Reviewers decide with
 //! [`Approvals::decide`] (console screen or `approve ID` over exec, see [`console`]). Every
-//! change is persisted in the sled tree `approvals` before it becomes visible, and broadcast as
-//! an [`ApprovalEvent`] for the audit log and the console.
+//! change is written to the sled tree `approvals` and flushed before it becomes visible (so a
+//! crash cannot make a used grant usable again), and broadcast as an [`ApprovalEvent`] for the
+//! audit log and the console.
 //!
 //! How the gateway uses it, per held exec (always from a spawned task, never inside a russh
 //! callback):
@@ -40,7 +41,7 @@ mod webhook;
 #[cfg(test)]
 mod tests;
 
-pub use console::{run_console_command, ConsoleReply};
+pub use console::{run_console_command, run_console_words, ConsoleReply};
 pub use request::{
     ApprovalEvent, BadRequestId, EventKind, HeldCommand, NewHold, Outcome, RequestId, RequestState,
     RequestView, ReviewDecision, REQUEST_ID_LEN,
@@ -401,7 +402,8 @@ impl Approvals {
             .any(|e| in_group(identity, &e.held.reviewers))
     }
 
-    /// Makes every change durable now (at shutdown; sled otherwise flushes within 500 ms).
+    /// Flushes the store. Every change is already flushed when it is made (see `store.rs`);
+    /// this is for callers that want to say so.
     pub fn flush(&self) -> Result<(), ApprovalError> {
         self.store.flush()
     }

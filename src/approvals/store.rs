@@ -1,6 +1,12 @@
 //! Persistence of held requests: one JSON document per request in the sled tree `approvals`,
 //! keyed by id. Only this file knows the layout; `mod.rs` keeps the live requests in memory and
 //! writes every change through here before it becomes visible.
+//!
+//! Every write is flushed before it returns. sled alone writes its log in the background every
+//! 500 ms, and a crash inside that window would forget a change that was already acted on: an
+//! approval whose grant a resend had just used would be usable again after the restart, and
+//! the command would run twice. A flush is one fsync (about 1 ms here), paid once per hold,
+//! decision and run: changes a person waits for, never per byte.
 
 use crate::store::Store;
 
@@ -52,20 +58,24 @@ impl RequestStore {
         }
     }
 
-    /// Writes a new request; false (and nothing written) if the id is already taken.
+    /// Writes a new request, durably; false (and nothing written) if the id is already taken.
     pub(super) fn insert_new(&self, held: &HeldCommand) -> Result<bool, ApprovalError> {
         let value = serde_json::to_vec(held)?;
         let swapped = self
             .tree
             .compare_and_swap(held.id.as_str(), None::<&[u8]>, Some(value))?;
-        Ok(swapped.is_ok())
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
     }
 
-    /// Overwrites a request.
+    /// Overwrites a request, durably.
     pub(super) fn put(&self, held: &HeldCommand) -> Result<(), ApprovalError> {
         let value = serde_json::to_vec(held)?;
         self.tree.insert(held.id.as_str(), value)?;
-        Ok(())
+        self.flush()
     }
 
     /// Makes all writes durable (sled otherwise flushes in the background every 500 ms).

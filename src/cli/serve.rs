@@ -44,6 +44,13 @@ pub struct DemoArgs {
     /// sshd runs as root when started by root, so it can log in as another local account.
     #[arg(long, env = "GATEHOUSE_DEMO_TARGET_USER")]
     pub target_user: Option<String>,
+    /// A policy file to try instead of the compiled-in default ruleset (written into
+    /// DIR/gatehouse.toml as `[policy] file`; it must define the policy `default`).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Notify this URL of every held command (`[approvals] webhook`; http:// only).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
     /// Benchmarks only: turn output masking off (`[masking] enabled = false`), to compare the
     /// data path with and without it side by side.
     #[arg(long)]
@@ -219,6 +226,8 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
         host_key,
         approvals: Arc::new(approvals),
         audit,
+        sessions: gateway::live::LiveSessions::new(),
+        shutdown: gateway::shutdown::Shutdown::new(),
         config,
     })
 }
@@ -245,6 +254,34 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// Starts certificate issuance on `server.http_listen` when it is set, beside the gateway (it
+/// stops with the process). Returns the address it listens on.
+pub async fn start_issuance(
+    config: &Config,
+    store: &Store,
+    audit: Arc<AuditLog>,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let Some(addr) = config.server.http_listen else {
+        return Ok(None);
+    };
+    let ca = crate::identity::ca::UserCa::load(&config.ca.private_key)
+        .context("cannot load the CA for certificate issuance")?;
+    let state = Arc::new(
+        crate::http::HttpState::new(config, ca, audit, store)
+            .context("cannot start certificate issuance")?,
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(err) = crate::http::serve(state, listener, shutdown_signal()).await {
+            tracing::error!(error = %err, "certificate issuance stopped");
+        }
+    });
+    Ok(Some(local))
+}
+
 /// `gatehouse serve`.
 pub fn serve(config_path: &Path) -> anyhow::Result<i32> {
     let config = Config::load(config_path)?;
@@ -252,32 +289,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<i32> {
     rt.block_on(async move {
         let store = Store::open(&config.server.data_dir)?;
         let addr = config.server.ssh_listen;
-        let http = match config.server.http_listen {
-            Some(addr) => Some((
-                addr,
-                crate::identity::ca::UserCa::load(&config.ca.private_key)
-                    .context("cannot load the CA for certificate issuance")?,
-            )),
-            None => None,
-        };
-        let http_config = config.clone();
         let gateway = Arc::new(build_gateway(config, &store)?);
         gateway.spawn_approval_auditor();
-        if let Some((addr, ca)) = http {
-            let state = Arc::new(
-                crate::http::HttpState::new(&http_config, ca, gateway.audit.clone(), &store)
-                    .context("cannot start certificate issuance")?,
-            );
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-            tracing::info!(%addr, "certificate issuance listening");
-            tokio::spawn(async move {
-                if let Err(err) = crate::http::serve(state, listener, shutdown_signal()).await {
-                    tracing::error!(error = %err, "certificate issuance stopped");
-                }
-            });
-        }
+        start_issuance(&gateway.config, &store, gateway.audit.clone()).await?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;

@@ -2,7 +2,9 @@
 //! command line, then refuse it, hold it for a reviewer, or bridge it to the target.
 //!
 //! Every exec is recorded (refused ones too) with markers for the command and each decision,
-//! and every decision goes to the audit log before the agent hears of it.
+//! and every decision goes to the audit log before the agent hears of it. When the gateway
+//! stops, an exec still open is cut off: its recording gets a session-end marker and is sealed
+//! before the agent is told.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +13,9 @@ use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, Pty};
 
 use super::recording::ExecRecording;
+use super::run::{close_unused, run_upstream, Exec};
 use super::server::SessionId;
+use super::shutdown::{cut_off, ShutdownListener};
 use super::{env_allowed, Gateway};
 use crate::approvals::{NewHold, Outcome};
 use crate::config::ApprovalMode;
@@ -24,6 +28,8 @@ use crate::upstream::TargetAccess;
 pub const EXIT_REFUSED: u32 = 126;
 /// Told to the agent when its command cannot be recorded and recording is mandatory.
 const RECORDING_REFUSED: &str = "gatehouse: the session recording failed; refusing the command\n";
+/// Told to the agent when the live-sessions registry is full.
+const LIVE_FULL: &str = "gatehouse: too many live sessions; refusing the command\n";
 /// Exit status for a command held in return mode: retry the identical command after approval.
 pub const EXIT_HELD_RETURN: u32 = 75;
 /// Stdin bytes kept from an agent while its command is held; past this gatehouse stops reading
@@ -103,12 +109,21 @@ pub(super) struct PtyRequest {
     pub(super) modes: Vec<(Pty, u32)>,
 }
 
-/// Runs one agent channel to its end.
-pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>) {
+/// Runs one agent channel to its end; `shutdown` keeps the gateway's shutdown waiting until
+/// this channel's recording is sealed.
+pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>, mut shutdown: ShutdownListener) {
     let mut pty = None;
     let mut env: Vec<(String, String)> = Vec::new();
     loop {
-        let Some(msg) = channel.wait().await else {
+        let msg = tokio::select! {
+            // Nothing was asked to run yet: nothing to record or seal.
+            () = shutdown.notified() => {
+                let _ = channel.close().await;
+                return;
+            }
+            msg = channel.wait() => msg,
+        };
+        let Some(msg) = msg else {
             return;
         };
         match msg {
@@ -138,7 +153,7 @@ pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>) {
                 env.push((variable_name, variable_value));
             }
             ChannelMsg::Exec { command, .. } => {
-                exec(&ctx, channel, command, pty, env).await;
+                exec(&ctx, channel, command, pty, env, &mut shutdown).await;
                 return;
             }
             ChannelMsg::WindowChange {
@@ -159,13 +174,15 @@ pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>) {
     }
 }
 
-/// Decides an exec request and runs, holds or refuses it.
+/// Records an exec request and decides, runs, holds or refuses it — or cuts it off when the
+/// gateway stops first.
 async fn exec(
     ctx: &ChannelContext,
-    mut channel: Channel<Msg>,
+    channel: Channel<Msg>,
     command: Vec<u8>,
     pty: Option<PtyRequest>,
     env: Vec<(String, String)>,
+    shutdown: &mut ShutdownListener,
 ) {
     let gw = &ctx.gateway;
     let target = &ctx.access.target;
@@ -190,23 +207,10 @@ async fn exec(
         pty: pty.is_some(),
     };
     let decision = decide(ctx, &command);
-    tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
-    let audit_fields = serde_json::json!({
-        "session_id": ctx.session_id.to_string(),
-        "identity": ctx.identity.identity,
-        "serial": ctx.identity.serial,
-        "target": target.name,
-        "command": line,
-        "commands": decision.commands,
-        "decision": decision.decision,
-        "rule": decision.rule,
-        "reason": decision.reason,
-    });
-    // The recording, the decision's audit record and, for an allowed command, the upstream
-    // channel do not depend on each other: get them at once, so that the exec waits for the
-    // slowest of them rather than their sum. Nothing runs until all three are in place.
+    // The upstream channel of an allowed command is opened while the recording is created:
+    // neither depends on the other, and nothing runs before both (and the audit record) exist.
     let allowed = decision.decision == Action::Allow;
-    let (mut upstream, recording, audited) = tokio::join!(
+    let (mut upstream, recording) = tokio::join!(
         async {
             match allowed {
                 true => Some(gw.pool.open_channel(&ctx.access).await),
@@ -219,13 +223,11 @@ async fn exec(
             gw.config.recording.on_failure,
             gw.audit.clone(),
         ),
-        // Last: it is written on this thread, once the other two are under way.
-        gw.audit_event_now("command.decision", audit_fields),
     );
     let recording = match recording {
         Ok(r) => r,
         Err(err) => {
-            super::run::close_unused(upstream).await;
+            close_unused(upstream.take()).await;
             refuse(
                 &channel,
                 None,
@@ -237,98 +239,31 @@ async fn exec(
         }
     };
     if !recording.marker(&format!("cmd: {line}")).await {
-        super::run::close_unused(upstream).await;
+        close_unused(upstream.take()).await;
         refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
         return;
     }
-    if !audited {
-        // Fail closed: a decision that cannot be audited is not carried out.
-        super::run::close_unused(upstream).await;
-        refuse(
-            &channel,
-            Some(&recording),
-            "gatehouse: the audit log is unavailable; refusing the command\n",
-            EXIT_REFUSED,
-        )
-        .await;
+    // Listed in the console until this exec ends (the guard's drop); nothing runs unlisted.
+    let Some(live) = super::live::register_exec(ctx, &line) else {
+        close_unused(upstream.take()).await;
+        refuse(&channel, Some(&recording), LIVE_FULL, EXIT_REFUSED).await;
         recording.finish(Some(EXIT_REFUSED)).await;
         return;
+    };
+    let agent = channel.id();
+    tokio::select! {
+        // Checked first, so an exec that arrives during shutdown runs nothing.
+        biased;
+        () = shutdown.notified() => cut_off(ctx, agent, &recording).await,
+        () = decide_and_run(
+            ctx,
+            Exec { channel, early: Vec::new(), command, pty, env, upstream },
+            decision,
+            &recording,
+            &live,
+            &line,
+        ) => {}
     }
-
-    let mut early = Vec::new();
-    match decision.decision {
-        Action::Deny => {
-            recording
-                .marker(&format!(
-                    "deny rule {}: {}",
-                    decision.rule,
-                    one_line(&decision.reason)
-                ))
-                .await;
-            let msg = format!(
-                "gatehouse: denied by rule {}: {}\n",
-                decision.rule,
-                one_line(&decision.reason)
-            );
-            refuse(&channel, Some(&recording), &msg, EXIT_REFUSED).await;
-            recording.finish(Some(EXIT_REFUSED)).await;
-            return;
-        }
-        Action::Allow => {
-            if !recording
-                .marker(&format!("allow rule {}", decision.rule))
-                .await
-            {
-                super::run::close_unused(upstream.take()).await;
-                refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
-                return;
-            }
-        }
-        Action::Hold => {
-            match hold(
-                ctx,
-                &mut channel,
-                &command,
-                &decision,
-                &env,
-                &recording,
-                &mut early,
-            )
-            .await
-            {
-                // Approved: the marker saying so must be on the record before it runs.
-                HoldResult::Run if !recording.marker("run after approval").await => {
-                    refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
-                    return;
-                }
-                HoldResult::Run => {}
-                HoldResult::Ended(status) => {
-                    recording.finish(Some(status)).await;
-                    return;
-                }
-            }
-        }
-    }
-    let status = super::run::run_upstream(
-        ctx,
-        super::run::Exec {
-            channel,
-            early,
-            command,
-            pty,
-            env,
-            upstream,
-        },
-        recording.clone(),
-    )
-    .await;
-    recording
-        .marker(&match status {
-            Some(s) => format!("exit {s}"),
-            None => "closed".to_string(),
-        })
-        .await;
-    recording.finish(status).await;
 }
 
 /// The policy decision for a command line (lines over [`MAX_COMMAND_BYTES`] are denied, a
@@ -357,6 +292,129 @@ fn decide(ctx: &ChannelContext, command: &[u8]) -> Decision {
             approvals_required: 1,
         },
     }
+}
+
+/// Audits the decision on a recorded exec request, then runs, holds or refuses it.
+async fn decide_and_run(
+    ctx: &ChannelContext,
+    exec: Exec,
+    decision: Decision,
+    recording: &ExecRecording,
+    live: &super::live::LiveGuard,
+    line: &str,
+) {
+    let gw = &ctx.gateway;
+    let target = &ctx.access.target;
+    let Exec {
+        mut channel,
+        mut early,
+        command,
+        pty,
+        env,
+        mut upstream,
+    } = exec;
+    tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
+    if !gw
+        .audit_event_now(
+            "command.decision",
+            serde_json::json!({
+                "session_id": ctx.session_id.to_string(),
+                "identity": ctx.identity.identity,
+                "serial": ctx.identity.serial,
+                "target": target.name,
+                "command": line,
+                "commands": decision.commands,
+                "decision": decision.decision,
+                "rule": decision.rule,
+                "reason": decision.reason,
+            }),
+        )
+        .await
+    {
+        // Fail closed: a decision that cannot be audited is not carried out.
+        close_unused(upstream.take()).await;
+        refuse(
+            &channel,
+            Some(recording),
+            "gatehouse: the audit log is unavailable; refusing the command\n",
+            EXIT_REFUSED,
+        )
+        .await;
+        recording.finish(Some(EXIT_REFUSED)).await;
+        return;
+    }
+
+    match decision.decision {
+        Action::Deny => {
+            recording
+                .marker(&format!(
+                    "deny rule {}: {}",
+                    decision.rule,
+                    one_line(&decision.reason)
+                ))
+                .await;
+            let msg = format!(
+                "gatehouse: denied by rule {}: {}\n",
+                decision.rule,
+                one_line(&decision.reason)
+            );
+            refuse(&channel, Some(recording), &msg, EXIT_REFUSED).await;
+            recording.finish(Some(EXIT_REFUSED)).await;
+            return;
+        }
+        Action::Allow => {
+            live.set_decision("allow");
+            if !recording
+                .marker(&format!("allow rule {}", decision.rule))
+                .await
+            {
+                close_unused(upstream.take()).await;
+                refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
+                return;
+            }
+        }
+        Action::Hold => {
+            live.set_decision("held");
+            match hold(
+                ctx,
+                &mut channel,
+                &command,
+                &decision,
+                &env,
+                recording,
+                &mut early,
+            )
+            .await
+            {
+                // Approved: the marker saying so must be on the record before it runs.
+                HoldResult::Run if !recording.marker("run after approval").await => {
+                    refuse(&channel, None, RECORDING_REFUSED, EXIT_REFUSED).await;
+                    return;
+                }
+                HoldResult::Run => live.set_decision("approved"),
+                HoldResult::Ended(status) => {
+                    recording.finish(Some(status)).await;
+                    return;
+                }
+            }
+        }
+    }
+    let exec = Exec {
+        channel,
+        early,
+        command,
+        pty,
+        env,
+        upstream,
+    };
+    let status = run_upstream(ctx, exec, recording.clone()).await;
+    recording
+        .marker(&match status {
+            Some(s) => format!("exit {s}"),
+            None => "closed".to_string(),
+        })
+        .await;
+    recording.finish(status).await;
 }
 
 /// What became of a held command.

@@ -1,7 +1,7 @@
 //! The reviewer console's SSH side: `ssh console CMD` runs a console command (`approvals
-//! --json`, `approve ID`, `deny ID`, ...) for a certificate in a reviewer group. The commands
+//! --json`, `approve ID`, `deny ID`, ...) for a certificate in a reviewer group; `ssh -t
+//! console` (a pty and a shell) opens the interactive screen of `console_screen`. The commands
 //! themselves live in `approvals::console`; this module only moves their text over the channel.
-//! (The interactive screen comes with the `tui` crate.)
 
 use std::sync::Arc;
 
@@ -16,10 +16,35 @@ use crate::identity::ca::CertIdentity;
 const MAX_CONSOLE_LINE: usize = 4096;
 
 /// Serves one console channel: the first exec request is run, its output returned, and the
-/// channel closed.
+/// channel closed; or a shell request opens the screen, sized by the pty request before it.
 pub async fn run(gateway: Arc<Gateway>, reviewer: CertIdentity, mut channel: Channel<Msg>) {
+    let mut size = None;
     loop {
         match channel.wait().await {
+            Some(ChannelMsg::RequestPty {
+                col_width,
+                row_height,
+                ..
+            })
+            | Some(ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                ..
+            }) => size = Some(super::console_screen::terminal_size(col_width, row_height)),
+            Some(ChannelMsg::RequestShell { .. }) => {
+                let Some(size) = size else {
+                    let line = b"gatehouse: the console needs a terminal: ssh -t console@HOST, or run one of its commands: ssh console@HOST approvals\r\n";
+                    let _ = channel.extended_data_bytes(1, line.to_vec()).await;
+                    let _ = channel
+                        .exit_status(crate::approvals::console::EXIT_USAGE)
+                        .await;
+                    let _ = channel.eof().await;
+                    let _ = channel.close().await;
+                    return;
+                };
+                super::console_screen::run(gateway, reviewer, channel, size).await;
+                return;
+            }
             Some(ChannelMsg::Exec { command, .. }) => {
                 let reply = if command.len() > MAX_CONSOLE_LINE {
                     crate::approvals::ConsoleReply {

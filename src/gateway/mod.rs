@@ -2,16 +2,21 @@
 //!
 //! `server` translates russh callbacks (authentication, channel and request replies) and answers
 //! them at once; `channel` runs one task per agent channel (policy decision, upstream bridge);
-//! `ratelimit` counts failed authentications per source address. Nothing here parses shell or
-//! stores keys: it asks `policy`, `identity` and `upstream`.
+//! `ratelimit` counts failed authentications per source address; `shutdown` tells open execs to
+//! seal their recordings when the gateway stops. Nothing here parses shell or stores keys: it
+//! asks `policy`, `identity` and `upstream`.
 
 pub mod bridge;
 pub mod channel;
 pub mod console;
+pub mod console_data;
+pub mod console_screen;
+pub mod live;
 pub mod ratelimit;
 pub mod recording;
 mod run;
 pub mod server;
+pub mod shutdown;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +37,11 @@ use crate::upstream::{Pool, TargetAccess};
 pub const MAX_CONNECTIONS: usize = 4096;
 /// Session channels one agent connection may have open at once.
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 32;
+
+/// After every open exec was cut off at shutdown, how long agents get to read why and leave
+/// by themselves before the rest are disconnected. (OpenSSH's client exits on a disconnect
+/// message without printing the channel output that arrived with it.)
+pub const CLIENT_LEAVE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Environment variables an agent may set (everything else is refused and logged). `LC_*` is
 /// matched by prefix.
@@ -67,6 +77,10 @@ pub struct Gateway {
     pub approvals: Arc<Approvals>,
     /// The hash-chained audit log (one writer).
     pub audit: Arc<AuditLog>,
+    /// Exec channels open right now, for the reviewer console's sessions list.
+    pub sessions: live::LiveSessions,
+    /// Tells every open exec to seal its recording when the gateway stops, and waits for them.
+    pub shutdown: shutdown::Shutdown,
 }
 
 /// The login name that opens the reviewer console instead of a target.
@@ -179,7 +193,10 @@ impl Gateway {
         });
     }
 
-    /// Serves agents on `listener` until `shutdown` resolves, then closes upstream connections.
+    /// Serves agents on `listener` until `shutdown` resolves, then stops in order: stop
+    /// accepting, tell every open exec (each writes its session-end marker and seals its
+    /// recording), wait for them up to [`shutdown::SHUTDOWN_GRACE`], let agents leave (up to
+    /// [`CLIENT_LEAVE_GRACE`]), disconnect the rest, close upstream connections.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -193,11 +210,23 @@ impl Gateway {
         tokio::pin!(shutdown);
         let result = tokio::select! {
             r = running => r,
-            _ = &mut shutdown => {
-                handle.shutdown("gatehouse shutting down".into());
-                Ok(())
-            }
+            _ = &mut shutdown => Ok(()),
         };
+        // The accept loop is gone with `running`; closing the socket refuses newcomers at once.
+        // Open connections live on (the handle keeps them) until their execs have sealed.
+        drop(listener);
+        tracing::info!("shutting down: sealing open recordings");
+        if !self.shutdown.drain(shutdown::SHUTDOWN_GRACE).await {
+            tracing::warn!(
+                grace = ?shutdown::SHUTDOWN_GRACE,
+                "execs still open after the grace period; their recordings are sealed at the next start"
+            );
+        }
+        let leave_by = tokio::time::Instant::now() + CLIENT_LEAVE_GRACE;
+        while acceptor.open_connections() > 0 && tokio::time::Instant::now() < leave_by {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        handle.shutdown("gatehouse shutting down".into());
         self.pool.close_all().await;
         result
     }

@@ -73,6 +73,13 @@ impl Acceptor {
     }
 }
 
+impl Acceptor {
+    /// Agent connections open right now (shutdown waits for them to leave).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
 impl russh::server::Server for Acceptor {
     type Handler = ConnectionHandler;
 
@@ -82,7 +89,7 @@ impl russh::server::Server for Acceptor {
         let span = tracing::info_span!(
             "connection",
             session_id = %session_id,
-            peer = ?peer,
+            peer = %peer.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
             identity = tracing::field::Empty,
             target = tracing::field::Empty,
         );
@@ -352,6 +359,15 @@ impl russh::server::Handler for ConnectionHandler {
             reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
+        // Taken here, in the callback: once shutdown has begun no exec channel opens, and one
+        // that opened before is waited for until its recording is sealed.
+        let shutdown = self.gateway.shutdown.listen();
+        if shutdown.is_shutdown() {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         if self.channels.fetch_add(1, Ordering::SeqCst) >= MAX_CHANNELS_PER_CONNECTION {
             self.channels.fetch_sub(1, Ordering::SeqCst);
             self.refuse_request("session channel beyond the per-connection limit");
@@ -374,7 +390,7 @@ impl russh::server::Handler for ConnectionHandler {
         let channels = self.channels.clone();
         tokio::spawn(
             async move {
-                channel::run(ctx, channel).await;
+                channel::run(ctx, channel, shutdown).await;
                 channels.fetch_sub(1, Ordering::SeqCst);
             }
             .instrument(self.span.clone()),
@@ -521,14 +537,12 @@ impl russh::server::Handler for ConnectionHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_request("interactive shell");
         if self.authenticated.as_ref().map(|a| a.target.as_str()) == Some(CONSOLE_LOGIN) {
-            return refuse_in_band(
-                session,
-                channel,
-                b"gatehouse: the console screen is not available yet; use its commands: ssh console approvals, ssh console approve ID, ssh console deny ID\r\n".to_vec(),
-            );
+            // The console task opens the screen (see `console_screen`).
+            session.channel_success(channel)?;
+            return Ok(());
         }
+        self.refuse_request("interactive shell");
         // Accept the request and refuse in-band: OpenSSH clients drop what a failed request
         // carried, so the agent would never see why.
         refuse_in_band(

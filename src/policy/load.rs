@@ -14,7 +14,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::normalize::ProgramSpec;
-use super::rules::{Rule, SqlClass};
+use super::overlap::Pattern;
+use super::rules::{PathGlobs, Rule, SqlClass};
 use super::unwrap::{InterpreterKind, InterpreterSpec, WrapperSpec};
 use super::{Action, Policy, PolicyError, PolicySet, Tables};
 
@@ -75,6 +76,10 @@ struct RawWrapper {
     append_after_marker: bool,
     #[serde(default)]
     optional_operands: bool,
+    #[serde(default)]
+    stdin_arguments: bool,
+    #[serde(default)]
+    replace_options: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +129,8 @@ struct RawRule {
     #[serde(default)]
     flags_any: Vec<String>,
     #[serde(default)]
+    flags_none: Vec<String>,
+    #[serde(default)]
     operands: Vec<Spanned<String>>,
     #[serde(default)]
     last_operand: Vec<Spanned<String>>,
@@ -145,6 +152,24 @@ struct RawRule {
 
 /// Parses and validates policy text; `origin` names it in errors.
 pub fn parse_policy_file(text: &str, origin: &Path) -> Result<PolicySet, PolicyError> {
+    parse_with(text, origin, true)
+}
+
+/// The compiled-in option, wrapper and interpreter tables.
+fn builtin_tables() -> Option<Arc<Tables>> {
+    let set = parse_with(
+        super::BUILTIN_POLICY,
+        Path::new("config/policy.toml"),
+        false,
+    )
+    .ok()?;
+    set.policies.values().next().map(|p| Arc::clone(&p.tables))
+}
+
+/// Parses a policy file; with `fill`, a table the file does not define at all (no
+/// `[programs.*]`, no `[[wrappers]]` or no `[[interpreters]]`) is taken from the compiled-in
+/// policy, so a file holding only rules still unwraps `sudo` and holds `python -c`.
+fn parse_with(text: &str, origin: &Path, fill: bool) -> Result<PolicySet, PolicyError> {
     let at = |span: Option<Range<usize>>, key: &str, message: String| PolicyError::Invalid {
         path: origin.to_path_buf(),
         line: span.map(|s| line_of(text, s.start)).unwrap_or(0),
@@ -187,6 +212,8 @@ pub fn parse_policy_file(text: &str, origin: &Path) -> Result<PolicySet, PolicyE
             placeholder: w.placeholder,
             append_after_marker: w.append_after_marker,
             optional_operands: w.optional_operands,
+            stdin_arguments: w.stdin_arguments,
+            replace_options: w.replace_options,
         })
         .collect();
     let mut interpreters = Vec::new();
@@ -210,11 +237,34 @@ pub fn parse_policy_file(text: &str, origin: &Path) -> Result<PolicySet, PolicyE
             module_options: it.module_options,
         });
     }
-    let tables = Arc::new(Tables {
+    let mut tables = Tables {
         programs,
         wrappers,
         interpreters,
-    });
+    };
+    if fill
+        && (tables.programs.is_empty()
+            || tables.wrappers.is_empty()
+            || tables.interpreters.is_empty())
+    {
+        let builtin = builtin_tables().ok_or_else(|| {
+            at(
+                None,
+                "",
+                "the compiled-in policy tables are invalid".to_string(),
+            )
+        })?;
+        if tables.programs.is_empty() {
+            tables.programs = builtin.programs.clone();
+        }
+        if tables.wrappers.is_empty() {
+            tables.wrappers = builtin.wrappers.clone();
+        }
+        if tables.interpreters.is_empty() {
+            tables.interpreters = builtin.interpreters.clone();
+        }
+    }
+    let tables = Arc::new(tables);
 
     let mut policy_meta = Vec::new();
     for (name, p) in &raw.policies {
@@ -279,6 +329,30 @@ pub fn parse_policy_file(text: &str, origin: &Path) -> Result<PolicySet, PolicyE
                 compile_globs(list, r.ignore_case, paths)
                     .map_err(|(span, e)| at(Some(span), &key(field), e))
             };
+        let paths =
+            |list: &[Spanned<String>], field: &str| -> Result<Option<PathGlobs>, PolicyError> {
+                let Some(set) = globs(list, field)? else {
+                    return Ok(None);
+                };
+                let mut patterns = Some(Vec::new());
+                for g in list {
+                    match (Pattern::rule(g.get_ref()), patterns.as_mut()) {
+                        (Some(p), Some(all)) => all.extend(p.iter().map(|p| {
+                            if r.ignore_case {
+                                p.lowercase()
+                            } else {
+                                p.clone()
+                            }
+                        })),
+                        _ => patterns = None,
+                    }
+                }
+                Ok(Some(PathGlobs {
+                    set,
+                    patterns,
+                    ignore_case: r.ignore_case,
+                }))
+            };
         let mut values = Vec::new();
         for (flag, list) in &r.values {
             if let Some(set) = globs(list, &format!("values.{flag}"))? {
@@ -324,11 +398,12 @@ pub fn parse_policy_file(text: &str, origin: &Path) -> Result<PolicySet, PolicyE
                 .collect(),
             flags_all: r.flags_all,
             flags_any: r.flags_any,
-            operands: globs(&r.operands, "operands")?,
-            last_operand: globs(&r.last_operand, "last_operand")?,
+            flags_none: r.flags_none,
+            operands: paths(&r.operands, "operands")?,
+            last_operand: paths(&r.last_operand, "last_operand")?,
             args_any: globs(&r.args_any, "args_any")?,
             values,
-            redirects: globs(&r.redirects, "redirects")?,
+            redirects: paths(&r.redirects, "redirects")?,
             sql,
             redis: r.redis.iter().map(|s| s.to_ascii_uppercase()).collect(),
             regex,

@@ -11,11 +11,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod cwd;
 mod escapes;
 mod limits;
 mod load;
 pub mod normalize;
+mod overlap;
 mod rules;
+mod scope;
 mod shell;
 mod sql;
 mod unwrap;
@@ -274,9 +277,9 @@ pub struct Analysis {
 }
 
 /// Parses `script` and unwraps every command in it into `out`.
-fn analyze(script: &str, tables: &Tables, depth: usize, out: &mut Analysis) {
+fn analyze(script: &str, cwd: &cwd::Cwd, tables: &Tables, depth: usize, out: &mut Analysis) {
     let mut extraction = shell::Extraction::default();
-    shell::extract(script, depth, &mut extraction);
+    shell::extract_in(script, depth, &scope::Scope::at(cwd), &mut extraction);
     out.findings.append(&mut extraction.findings);
     for inv in &extraction.commands {
         unwrap::expand(inv, tables, depth, out);
@@ -315,7 +318,7 @@ pub fn decide(policy: &Policy, line: &[u8]) -> Decision {
         );
     }
     let mut analysis = Analysis::default();
-    analyze(text, &policy.tables, 0, &mut analysis);
+    analyze(text, &cwd::Cwd::default(), &policy.tables, 0, &mut analysis);
     verdict(policy, &analysis)
 }
 
@@ -331,6 +334,39 @@ struct Winner {
     reviewers: Option<String>,
     /// The rule's approvals count, if it names one.
     approvals: Option<u32>,
+}
+
+/// The hold for a command that a rule matches only for some values of its run-time parts.
+fn unresolved(cmd: &Cmd, rule: &rules::Rule) -> Winner {
+    let why = cmd
+        .unknown
+        .first()
+        .cloned()
+        .or_else(|| cmd.unknown_redirect.clone())
+        .or_else(|| {
+            cmd.patterns
+                .iter()
+                .find(|p| !p.below)
+                .map(|p| format!("the pattern `{}` expands at run time", p.text))
+        })
+        .or_else(|| {
+            cmd.patterns
+                .first()
+                .map(|p| format!("find passes every path under `{}`", p.text))
+        })
+        .unwrap_or_else(|| {
+            "the working directory is not certain (a `cd` may fail or is not a literal)".into()
+        });
+    Winner {
+        action: Action::Hold,
+        rule: "unresolved-argument".into(),
+        reason: format!(
+            "`{}`: {why}; rule {} ({}) would apply to some values: {}",
+            cmd.display, rule.id, rule.action, rule.reason
+        ),
+        reviewers: rule.reviewers.clone(),
+        approvals: rule.approvals,
+    }
 }
 
 /// The most severe outcome over every command and finding; the first one wins a tie.
@@ -353,28 +389,54 @@ fn verdict(policy: &Policy, analysis: &Analysis) -> Decision {
         consider(finding(f));
     }
     for cmd in &analysis.cmds {
-        if let Some(rule) = policy.rules.iter().find(|r| r.matches(cmd)) {
-            consider(Winner {
-                action: rule.action,
-                rule: rule.id.clone(),
-                reason: rule.reason.clone(),
-                reviewers: rule.reviewers.clone(),
-                approvals: rule.approvals,
-            });
-        } else if let Some(f) = &cmd.builtin {
-            consider(finding(f));
-        } else {
-            consider(Winner {
-                action: policy.default,
-                rule: "default".into(),
-                reason: format!(
-                    "no rule matched `{}`; the policy default applies",
-                    cmd.display
-                ),
-                reviewers: None,
-                approvals: None,
-            });
+        // Rules that match only for some values of what is known at run time come before the
+        // rule (or default) that surely decides; each is an outcome the command may have.
+        let mut possible: Option<&rules::Rule> = None;
+        let mut decided: Option<Winner> = None;
+        for rule in policy.rules.iter() {
+            match rule.check(cmd) {
+                rules::Match::No => {}
+                rules::Match::Maybe => {
+                    if possible.is_none_or(|p| rule.action > p.action) {
+                        possible = Some(rule);
+                    }
+                }
+                rules::Match::Yes => {
+                    decided = Some(Winner {
+                        action: rule.action,
+                        rule: rule.id.clone(),
+                        reason: rule.reason.clone(),
+                        reviewers: rule.reviewers.clone(),
+                        approvals: rule.approvals,
+                    });
+                    break;
+                }
+            }
         }
+        let decided = match decided {
+            Some(w) => w,
+            None => match &cmd.builtin {
+                Some(f) => finding(f),
+                None => Winner {
+                    action: policy.default,
+                    rule: "default".into(),
+                    reason: format!(
+                        "no rule matched `{}`; the policy default applies",
+                        cmd.display
+                    ),
+                    reviewers: None,
+                    approvals: None,
+                },
+            },
+        };
+        match possible {
+            // A certain deny stands; otherwise a possible stricter outcome is for a reviewer.
+            Some(rule) if rule.action != decided.action && decided.action != Action::Deny => {
+                consider(unresolved(cmd, rule));
+            }
+            _ => {}
+        }
+        consider(decided);
     }
     let winner = best.unwrap_or_else(|| Winner {
         action: Action::Allow,

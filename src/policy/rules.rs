@@ -7,8 +7,119 @@
 use globset::GlobSet;
 use regex::Regex;
 
-use super::unwrap::Cmd;
+use super::cwd::{anchored, resolve};
+use super::overlap::Pattern;
+use super::unwrap::{Cmd, OPAQUE};
 use super::Action;
+
+/// How far a rule matches a command whose arguments are not all known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Match {
+    /// It cannot match, whatever the unknown parts turn out to be.
+    No,
+    /// It matches for some values of the unknown parts: decide it at run time, by a reviewer.
+    Maybe,
+    /// It matches whatever the unknown parts are.
+    Yes,
+}
+
+impl Match {
+    fn from_hit(hit: bool, unknown: bool) -> Match {
+        match (hit, unknown) {
+            (true, _) => Match::Yes,
+            (false, true) => Match::Maybe,
+            (false, false) => Match::No,
+        }
+    }
+}
+
+/// Globs on paths (operands, redirect targets), with the same globs as patterns so an operand
+/// that is itself a pattern (`/e?c`) can be checked for overlap.
+#[derive(Debug, Clone)]
+pub struct PathGlobs {
+    /// Matches a literal path.
+    pub set: GlobSet,
+    /// The globs as patterns; `None` when one has too many alternatives to model (then any
+    /// pattern operand counts as overlapping).
+    pub patterns: Option<Vec<Pattern>>,
+    /// Compare in lower case.
+    pub ignore_case: bool,
+}
+
+impl PathGlobs {
+    /// Whether a pattern operand can expand to a path these globs match.
+    fn overlaps(&self, pattern: &Pattern) -> bool {
+        let pattern = if self.ignore_case {
+            pattern.lowercase()
+        } else {
+            pattern.clone()
+        };
+        match &self.patterns {
+            Some(list) => list.iter().any(|r| pattern.overlaps(r)),
+            None => true,
+        }
+    }
+
+    /// Whether some path in `paths` (as written, relative ones resolved against the command's
+    /// possible working directories) matches, for every directory, some, or none.
+    fn check_paths(&self, cmd: &Cmd, paths: &[String], patterns: bool) -> Match {
+        let mut all = true;
+        let mut any = false;
+        for world in cmd.cwd.worlds() {
+            let m = self.check_in(world, cmd, paths, patterns);
+            all &= m == Match::Yes;
+            any |= m != Match::No;
+        }
+        if all && any {
+            Match::Yes
+        } else if any {
+            Match::Maybe
+        } else {
+            Match::No
+        }
+    }
+
+    fn check_in(&self, dir: Option<&str>, cmd: &Cmd, paths: &[String], patterns: bool) -> Match {
+        let mut maybe = false;
+        for p in paths.iter().filter(|p| p.as_str() != OPAQUE) {
+            if self.set.is_match(p) {
+                return Match::Yes;
+            }
+            if !anchored(p) {
+                match dir {
+                    Some(d) if self.set.is_match(resolve(d, p)) => return Match::Yes,
+                    Some(_) => {}
+                    None => maybe = true,
+                }
+            }
+        }
+        if patterns {
+            for p in &cmd.patterns {
+                let text = match dir {
+                    _ if anchored(&p.text) => p.text.clone(),
+                    Some(d) => resolve(d, &p.text),
+                    None => {
+                        maybe = true;
+                        continue;
+                    }
+                };
+                let pattern = if p.below {
+                    Pattern::below(&text)
+                } else {
+                    Pattern::shell(&text)
+                };
+                if self.overlaps(&pattern) {
+                    maybe = true;
+                }
+            }
+        }
+        if maybe {
+            Match::Maybe
+        } else {
+            Match::No
+        }
+    }
+}
 
 /// Classes of SQL statements a rule can name (`sql = ["drop", ...]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,16 +192,18 @@ pub struct Rule {
     pub flags_all: Vec<String>,
     /// At least one of these canonical flags must be present.
     pub flags_any: Vec<String>,
+    /// None of these canonical flags may be present (`find -delete` without `-name`).
+    pub flags_none: Vec<String>,
     /// At least one operand (after the subcommand) must match.
-    pub operands: Option<GlobSet>,
+    pub operands: Option<PathGlobs>,
     /// The last operand must match (the destination of `cp`, `ln`, `install`).
-    pub last_operand: Option<GlobSet>,
+    pub last_operand: Option<PathGlobs>,
     /// At least one argument, as written after quote removal, must match.
     pub args_any: Option<GlobSet>,
     /// Option → value globs: some listed option must carry a matching value.
     pub values: Vec<(String, GlobSet)>,
     /// At least one write/append redirection target must match.
-    pub redirects: Option<GlobSet>,
+    pub redirects: Option<PathGlobs>,
     /// The command must be a database client carrying a statement of one of these classes.
     pub sql: Vec<SqlClass>,
     /// The command must be `redis-cli` running one of these commands (upper case).
@@ -100,13 +213,16 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Whether every condition of the rule holds for `cmd`.
-    pub fn matches(&self, cmd: &Cmd) -> bool {
+    /// Whether every condition of the rule holds for `cmd`: for certain, only for some values
+    /// of what is known at run time, or not at all.
+    pub fn check(&self, cmd: &Cmd) -> Match {
         if let Some(programs) = &self.programs {
             if cmd.program.is_empty() || !programs.is_match(&cmd.program) {
-                return false;
+                return Match::No;
             }
         }
+        let unknown = !cmd.unknown.is_empty();
+        let mut result = Match::Yes;
         let mut operands: &[String] = &cmd.parsed.operands;
         if !self.subcommands.is_empty() {
             let found = self.subcommands.iter().find(|sub| {
@@ -114,62 +230,92 @@ impl Rule {
             });
             match found {
                 Some(sub) => operands = operands.get(sub.len()..).unwrap_or_default(),
-                None => return false,
+                None => result = result.min(Match::from_hit(false, unknown)),
             }
         }
-        if !self.flags_all.iter().all(|f| cmd.parsed.flags.contains(f)) {
-            return false;
+        if !self.flags_all.is_empty() {
+            let hit = self.flags_all.iter().all(|f| cmd.parsed.flags.contains(f));
+            result = result.min(Match::from_hit(hit, unknown));
         }
-        if !self.flags_any.is_empty()
-            && !self.flags_any.iter().any(|f| cmd.parsed.flags.contains(f))
-        {
-            return false;
+        if !self.flags_any.is_empty() {
+            let hit = self.flags_any.iter().any(|f| cmd.parsed.flags.contains(f));
+            result = result.min(Match::from_hit(hit, unknown));
+        }
+        if !self.flags_none.is_empty() {
+            // An argument known only at run time may be one of them.
+            if self.flags_none.iter().any(|f| cmd.parsed.flags.contains(f)) {
+                return Match::No;
+            }
+            if unknown {
+                result = result.min(Match::Maybe);
+            }
+        }
+        if result == Match::No {
+            return result;
         }
         if let Some(globs) = &self.operands {
-            if !operands.iter().any(|o| globs.is_match(o)) {
-                return false;
-            }
+            let m = globs.check_paths(cmd, operands, true);
+            result = result.min(if m == Match::No && unknown {
+                Match::Maybe
+            } else {
+                m
+            });
         }
         if let Some(globs) = &self.last_operand {
-            if !operands.last().is_some_and(|o| globs.is_match(o)) {
-                return false;
-            }
+            let m = globs.check_paths(
+                cmd,
+                operands
+                    .last()
+                    .map(std::slice::from_ref)
+                    .unwrap_or_default(),
+                true,
+            );
+            // Arguments added at run time may come last.
+            result = result.min(if unknown { Match::Maybe } else { m });
         }
         if let Some(globs) = &self.args_any {
-            if !cmd.args.iter().any(|a| globs.is_match(a)) {
-                return false;
-            }
+            let hit = cmd
+                .args
+                .iter()
+                .filter(|a| a.as_str() != OPAQUE)
+                .any(|a| globs.is_match(a));
+            result = result.min(Match::from_hit(hit, unknown));
         }
         if !self.values.is_empty() {
             let hit = self.values.iter().any(|(flag, globs)| {
                 cmd.parsed
                     .values
                     .iter()
-                    .any(|(f, v)| f == flag && globs.is_match(v))
+                    .any(|(f, v)| f == flag && v != OPAQUE && globs.is_match(v))
             });
-            if !hit {
-                return false;
-            }
+            let opaque_value = cmd
+                .parsed
+                .values
+                .iter()
+                .any(|(f, v)| v == OPAQUE && self.values.iter().any(|(flag, _)| flag == f));
+            result = result.min(Match::from_hit(hit, unknown || opaque_value));
         }
         if let Some(globs) = &self.redirects {
-            if !cmd.write_targets.iter().any(|t| globs.is_match(t)) {
-                return false;
-            }
+            let m = globs.check_paths(cmd, &cmd.write_targets, false);
+            let unknown_target = cmd.unknown_redirect.is_some();
+            result = result.min(if m == Match::No && unknown_target {
+                Match::Maybe
+            } else {
+                m
+            });
         }
         if !self.sql.is_empty() && !self.sql.iter().any(|c| cmd.sql.contains(c)) {
-            return false;
+            return Match::No;
         }
         if !self.redis.is_empty() {
             match &cmd.redis {
                 Some(c) if self.redis.contains(c) => {}
-                _ => return false,
+                _ => return Match::No,
             }
         }
         if let Some(re) = &self.regex {
-            if !re.is_match(&cmd.display) {
-                return false;
-            }
+            result = result.min(Match::from_hit(re.is_match(&cmd.display), unknown));
         }
-        true
+        result
     }
 }

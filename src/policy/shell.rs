@@ -11,6 +11,8 @@ use brush_parser::ast::{
     IoFileRedirectTarget, IoRedirect, Pipeline, SimpleCommand,
 };
 
+use super::cwd::Cwd;
+use super::scope::{Scope, Value};
 use super::words::{self, Arg, WordFindings};
 use super::{Finding, MAX_DEPTH};
 
@@ -63,6 +65,8 @@ pub struct Invocation {
     pub redirects: Vec<Redirect>,
     /// Where stdin comes from: decides whether a shell or SQL client reads a script we can see.
     pub stdin: Stdin,
+    /// Where it may run: relative operands and redirect targets are resolved against it.
+    pub cwd: Cwd,
 }
 
 /// Everything found in one piece of shell text.
@@ -104,7 +108,13 @@ pub fn dangerous_variable(name: &str) -> bool {
 
 /// Parses `script` and appends every command and finding to `out`. `depth` counts how many
 /// scripts deep this one sits (substitutions, `bash -c`), bounded by [`MAX_DEPTH`].
+#[cfg(test)]
 pub fn extract(script: &str, depth: usize, out: &mut Extraction) {
+    extract_in(script, depth, &Scope::default(), out);
+}
+
+/// [`extract`] for a script that starts in `scope` (a substitution, `bash -c` after a `cd`).
+pub fn extract_in(script: &str, depth: usize, scope: &Scope, out: &mut Extraction) {
     if depth > MAX_DEPTH {
         out.hold(
             "nesting-too-deep",
@@ -126,7 +136,11 @@ pub fn extract(script: &str, depth: usize, out: &mut Extraction) {
             return;
         }
     };
-    let mut walker = Walker { out, depth };
+    let mut walker = Walker {
+        out,
+        depth,
+        scope: scope.clone(),
+    };
     for list in &program.complete_commands {
         walker.list(list, &[], 0);
     }
@@ -144,8 +158,12 @@ pub fn parse(script: &str) -> Result<ast::Program, brush_parser::ParseError> {
 }
 
 struct Walker<'a> {
+    /// Where commands and findings go.
     out: &'a mut Extraction,
+    /// How many scripts deep this one sits.
     depth: usize,
+    /// Where the next command runs and what variables hold, as far as the line so far tells.
+    scope: Scope,
 }
 
 impl Walker<'_> {
@@ -158,8 +176,26 @@ impl Walker<'_> {
             return;
         }
         for item in &list.0 {
-            for (_, pipeline) in item.0.iter() {
+            let before = self.scope.clone();
+            let mut previous = self.scope.clone();
+            for (i, (op, pipeline)) in item.0.iter().enumerate() {
+                if op == ast::PipelineOperator::Or {
+                    // Runs when the previous pipeline failed, perhaps before its `cd`.
+                    self.scope.union(&previous);
+                }
+                previous = self.scope.clone();
                 self.pipeline(pipeline, redirects, level + 1);
+                if i > 0 {
+                    // After `&&` / `||` the pipeline may not have run at all.
+                    self.scope.vars.union(&previous.vars);
+                }
+            }
+            match item.1 {
+                // A background job runs in a subshell: its `cd` and assignments stay there.
+                ast::SeparatorOperator::Async => self.scope = before,
+                // The list may have stopped before its `cd` (`cd /x; rm -rf *` when /x is
+                // missing runs the rm where the line started). Assignments cannot fail.
+                ast::SeparatorOperator::Sequence => self.scope.cwd.union(&before.cwd),
             }
         }
     }
@@ -167,7 +203,12 @@ impl Walker<'_> {
     fn pipeline(&mut self, pipeline: &Pipeline, redirects: &[Redirect], level: usize) {
         let mut feeders: Vec<String> = Vec::new();
         let mut literal: Option<String> = None;
+        // Members of a real pipeline run in subshells: a `cd` there moves nothing after it.
+        let before = (pipeline.seq.len() > 1).then(|| self.scope.clone());
         for (i, command) in pipeline.seq.iter().enumerate() {
+            if let Some(b) = &before {
+                self.scope = b.clone();
+            }
             let stdin = if i == 0 {
                 Stdin::Session
             } else {
@@ -188,6 +229,9 @@ impl Walker<'_> {
                 }
             }
         }
+        if let Some(b) = before {
+            self.scope = b;
+        }
     }
 
     fn command(&mut self, command: &Command, redirects: &[Redirect], stdin: Stdin, level: usize) {
@@ -206,6 +250,7 @@ impl Walker<'_> {
                         assignments: Vec::new(),
                         redirects: all.get(redirects.len()..).unwrap_or_default().to_vec(),
                         stdin: Stdin::Session,
+                        cwd: self.scope.cwd.clone(),
                     });
                 }
                 self.compound(compound, &all, level);
@@ -223,7 +268,10 @@ impl Walker<'_> {
                     self.redirect_list(&own.0, &mut all, &mut None, level);
                 }
                 let first = self.out.commands.len();
+                // The body runs when called, not here: its `cd` moves nothing now.
+                let before = self.scope.clone();
                 self.compound(&def.body.0, &all, level);
+                self.scope = before;
                 self.fork_bomb(def, first);
             }
             Command::ExtendedTest(test, own) => {
@@ -270,42 +318,77 @@ impl Walker<'_> {
                 self.list(&f.body.list, redirects, level + 1);
             }
             CompoundCommand::BraceGroup(g) => self.list(&g.list, redirects, level + 1),
-            CompoundCommand::Subshell(s) => self.list(&s.list, redirects, level + 1),
+            CompoundCommand::Subshell(s) => {
+                let before = self.scope.clone();
+                self.list(&s.list, redirects, level + 1);
+                self.scope = before;
+            }
             CompoundCommand::ForClause(f) => {
-                for w in f.values.iter().flatten() {
-                    self.word(&w.value);
-                }
+                let values: Option<Vec<Arg>> = f
+                    .values
+                    .as_ref()
+                    .map(|ws| ws.iter().map(|w| self.word(&w.value)).collect());
+                let before = self.scope.clone();
+                self.scope.vars.set(&f.variable_name, loop_values(values));
                 self.list(&f.body.list, redirects, level + 1);
+                self.scope.after_loop(&before);
             }
             CompoundCommand::CaseClause(c) => {
                 self.word(&c.value.value);
+                let start = self.scope.clone();
+                let mut end = start.clone();
                 for item in &c.cases {
                     for p in &item.patterns {
                         self.word(&p.value);
                     }
                     if let Some(cmd) = &item.cmd {
+                        self.scope = start.clone();
                         self.list(cmd, redirects, level + 1);
+                        end.union(&self.scope);
                     }
                 }
+                self.scope = end;
             }
             CompoundCommand::IfClause(i) => {
+                // Each branch starts where its condition left the shell; afterwards the shell is
+                // wherever some branch (or no branch) left it.
                 self.list(&i.condition, redirects, level + 1);
+                let mut after_condition = self.scope.clone();
+                let mut end = self.scope.clone();
                 self.list(&i.then, redirects, level + 1);
+                end.union(&self.scope);
                 for e in i.elses.iter().flatten() {
+                    self.scope = after_condition.clone();
                     if let Some(c) = &e.condition {
                         self.list(c, redirects, level + 1);
+                        after_condition = self.scope.clone();
+                        end.union(&self.scope);
                     }
                     self.list(&e.body, redirects, level + 1);
+                    end.union(&self.scope);
                 }
+                self.scope = end;
             }
             CompoundCommand::WhileClause(w) | CompoundCommand::UntilClause(w) => {
-                self.list(&w.0, redirects, level + 1);
-                self.list(&w.1.list, redirects, level + 1);
+                self.looped(|walker| {
+                    walker.list(&w.0, redirects, level + 1);
+                    walker.list(&w.1.list, redirects, level + 1);
+                });
             }
             CompoundCommand::Coprocess(c) => {
+                let before = self.scope.clone();
                 self.command(&c.body, redirects, Stdin::Session, level + 1);
+                self.scope = before;
             }
         }
+    }
+
+    /// A loop body runs zero or more times: a `cd` inside it leaves the shell anywhere from
+    /// where it started to somewhere gatehouse cannot follow.
+    fn looped(&mut self, body: impl FnOnce(&mut Self)) {
+        let before = self.scope.clone();
+        body(self);
+        self.scope.after_loop(&before);
     }
 
     fn extended_test(&mut self, expr: &ast::ExtendedTestExpr, level: usize) {
@@ -336,13 +419,17 @@ impl Walker<'_> {
         let mut f = WordFindings::default();
         words::check_arithmetic(expr, &mut f);
         self.absorb(f);
+        // `(( i = 5 ))`, `i++`: any variable named in arithmetic may change.
+        for name in identifiers(expr) {
+            self.scope.vars.forget(name);
+        }
     }
 
     /// Renders a word that is not a command argument (loop values, case subjects): only its
     /// substitutions and findings matter.
     fn word(&mut self, raw: &str) -> Arg {
         let mut f = WordFindings::default();
-        let arg = words::render(raw, &mut f, self.depth);
+        let arg = words::render_in(raw, &mut f, self.depth, &self.scope.vars);
         self.absorb(f);
         arg
     }
@@ -352,11 +439,52 @@ impl Walker<'_> {
             self.out.hold(rule, reason);
         }
         for script in f.substitutions {
-            extract(&script, self.depth + 1, self.out);
+            extract_in(&script, self.depth + 1, &self.scope, self.out);
         }
     }
 
+    /// A simple command. When it names a variable with several possible values (a `for`
+    /// list, joined branches) it is walked once per value, each a command that may run.
     fn simple(
+        &mut self,
+        simple: &SimpleCommand,
+        redirects: &[Redirect],
+        stdin: Stdin,
+        level: usize,
+    ) {
+        let choices = if self.scope.vars.has_several() {
+            let text = simple.to_string();
+            self.scope.vars.several(|name| mentions(&text, name))
+        } else {
+            Vec::new()
+        };
+        if choices.is_empty() {
+            return self.simple_once(simple, redirects, stdin, level);
+        }
+        let start = self.scope.clone();
+        let mut end: Option<Scope> = None;
+        for assignment in choices {
+            self.scope = start.clone();
+            for (name, value) in &assignment {
+                self.scope.vars.set(name, vec![value.clone()]);
+            }
+            self.simple_once(simple, redirects, stdin.clone(), level);
+            for (name, _) in &assignment {
+                if let Some(values) = start.vars.values(name) {
+                    self.scope.vars.set(name, values.to_vec());
+                }
+            }
+            match end.as_mut() {
+                Some(e) => e.union(&self.scope),
+                None => end = Some(self.scope.clone()),
+            }
+        }
+        if let Some(e) = end {
+            self.scope = e;
+        }
+    }
+
+    fn simple_once(
         &mut self,
         simple: &SimpleCommand,
         redirects: &[Redirect],
@@ -368,6 +496,7 @@ impl Walker<'_> {
             assignments: Vec::new(),
             redirects: redirects.to_vec(),
             stdin,
+            cwd: self.scope.cwd.clone(),
         };
         let mut stdin_override: Option<Stdin> = None;
         // Commands inside process substitutions, decided after this one is recorded.
@@ -419,9 +548,55 @@ impl Walker<'_> {
         if let Some(s) = stdin_override {
             inv.stdin = s;
         }
+        let moved = directory_change(&inv.words, &self.scope.cwd);
+        self.track_variables(&inv);
         self.out.commands.push(inv);
+        let before = self.scope.clone();
         for sub in nested {
             self.list(&sub.list, &[], level + 1);
+            self.scope = before.clone();
+        }
+        if let Some(cwd) = moved {
+            self.scope.cwd = cwd;
+        }
+    }
+
+    /// What a command does to the variables the line knows: `X=lit` sets, `export X=lit` and
+    /// friends too, `read X`, `unset X`, `printf -v X`, `let` and anything not literal forget.
+    fn track_variables(&mut self, inv: &Invocation) {
+        let Some((name, args)) = inv.words.split_first() else {
+            for (var, value) in &inv.assignments {
+                if value.opaque || value.ansi_c {
+                    self.scope.vars.forget(var);
+                } else {
+                    self.scope
+                        .vars
+                        .set(var, vec![Value::literal(value.text.clone())]);
+                }
+            }
+            return;
+        };
+        match name.text.as_str() {
+            "export" | "declare" | "typeset" | "local" | "readonly" => {
+                for a in args.iter().filter(|a| !a.text.starts_with('-')) {
+                    if let Some((var, value)) = a.text.split_once('=') {
+                        let var = var.trim_end_matches('+');
+                        if a.opaque || a.text.contains("+=") {
+                            self.scope.vars.forget(var);
+                        } else {
+                            self.scope.vars.set(var, vec![Value::literal(value)]);
+                        }
+                    }
+                }
+            }
+            "read" | "unset" | "mapfile" | "readarray" | "getopts" | "printf" | "let" | "wait" => {
+                for a in args {
+                    for var in identifiers(&a.text) {
+                        self.scope.vars.forget(var);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -449,7 +624,12 @@ impl Walker<'_> {
         }
         match &assignment.value {
             ast::AssignmentValue::Scalar(w) => {
-                let arg = self.word(&w.value);
+                let mut arg = self.word(&w.value);
+                if assignment.append {
+                    // `X+=...` appends to a value the line may not know.
+                    arg.opaque = true;
+                    arg.dynamic = true;
+                }
                 if before_command {
                     inv.assignments.push((name, arg));
                 } else {
@@ -471,6 +651,7 @@ impl Walker<'_> {
                     inv.words.push(Arg {
                         text: raw.value.clone(),
                         dynamic: true,
+                        opaque: true,
                         ..Arg::default()
                     });
                 }
@@ -646,3 +827,58 @@ fn echoed_literal(inv: &Invocation) -> Option<String> {
 #[cfg(test)]
 #[path = "shell_tests.rs"]
 mod tests;
+
+/// Where a `cd` / `pushd` / `popd` (also behind `builtin` or `command`) moves the shell.
+fn directory_change(words: &[Arg], cwd: &Cwd) -> Option<Cwd> {
+    let mut words = words;
+    while let Some((first, rest)) = words.split_first() {
+        if first.opaque {
+            return None;
+        }
+        match first.text.as_str() {
+            "builtin" | "command" => words = rest,
+            name => return cwd.after(name, rest),
+        }
+    }
+    None
+}
+
+/// The possible values of a `for` list: literal words, brace-expanded; `None` (positional
+/// parameters), globs or unknown words give no values (the variable is unknown).
+fn loop_values(values: Option<Vec<Arg>>) -> Vec<Value> {
+    let Some(values) = values else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for v in values {
+        if v.opaque || v.ansi_c {
+            return Vec::new();
+        }
+        let words = if v.brace {
+            match super::overlap::expand_braces(&v.text) {
+                Some(words) => words.into_iter().filter(|w| !w.is_empty()).collect(),
+                None => return Vec::new(),
+            }
+        } else {
+            vec![v.text]
+        };
+        out.extend(words.into_iter().map(|text| Value { text, glob: v.glob }));
+    }
+    out
+}
+
+/// Whether shell text mentions `$name` or `${name...`.
+fn mentions(text: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text.get(..at).unwrap_or_default();
+        let after = text.get(at + name.len()..).unwrap_or_default();
+        (before.ends_with('$') || before.ends_with("${")) && !after.starts_with(ident)
+    })
+}
+
+/// Identifier-like words of a text (variable names in arithmetic, `read` operands).
+fn identifiers(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+}

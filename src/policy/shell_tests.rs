@@ -39,7 +39,15 @@ fn compound_commands() {
         names("if a; then b; elif c; then d; else e; fi"),
         ["a", "b", "c", "d", "e"]
     );
-    assert_eq!(names("for f in *.log; do wc -l \"$f\"; done"), ["wc -l $f"]);
+    // The loop variable holds a path the glob found: the command sees the glob.
+    assert_eq!(
+        names("for f in *.log; do wc -l \"$f\"; done"),
+        ["wc -l *.log"]
+    );
+    assert_eq!(
+        names("for d in /a /b; do rm -r $d; done"),
+        ["rm -r /a", "rm -r /b"]
+    );
     assert_eq!(
         names("while a; do b; done; until c; do d; done"),
         ["a", "b", "c", "d"]

@@ -110,3 +110,39 @@ fn rule_may_allow_a_builtin_hold() {
         (Action::Allow, "allow-python")
     );
 }
+
+#[test]
+fn unresolved_arguments_hold_and_name_the_rule() {
+    let set = PolicySet::builtin();
+    let policy = set.policy("default").expect("default policy");
+    let d = decide(policy, b"find / | xargs rm -rf");
+    assert_eq!(d.decision, Action::Hold);
+    assert_eq!(d.rule, "unresolved-argument");
+    assert!(
+        d.reason.contains("xargs adds arguments read from stdin"),
+        "{}",
+        d.reason
+    );
+    assert!(d.reason.contains("(deny)"), "{}", d.reason);
+    let d = decide(policy, b"cd \"$D\" && rm -rf build");
+    assert_eq!(d.decision, Action::Hold);
+    assert!(d.reason.contains("working directory"), "{}", d.reason);
+    // A certain deny is not softened by an uncertain rule before it.
+    let d = decide(policy, b"rm -rf / \"$X\"");
+    assert_eq!(d.decision, Action::Deny, "{d:?}");
+    // Nothing a rule could match: still allowed.
+    let d = decide(policy, b"echo \"$X\" | xargs grep foo");
+    assert_eq!(d.decision, Action::Allow, "{d:?}");
+}
+
+#[test]
+fn a_file_with_only_rules_keeps_the_builtin_tables() {
+    let text = "[policies.default]\ndefault = \"allow\"\n\n[[rules]]\nid = \"no-rm-root\"\naction = \"deny\"\nreason = \"no\"\nprograms = [\"rm\"]\noperands = [\"/\"]\n";
+    let set = PolicySet::parse(text, Path::new("p.toml")).expect("valid");
+    let policy = set.policy("default").expect("default");
+    // sudo is still unwrapped, python -c still held.
+    let d = decide(policy, b"sudo -u root rm -rf /");
+    assert_eq!((d.decision, d.rule.as_str()), (Action::Deny, "no-rm-root"));
+    let d = decide(policy, b"python3 -c 'print(1)'");
+    assert_eq!((d.decision, d.rule.as_str()), (Action::Hold, "interpreter"));
+}

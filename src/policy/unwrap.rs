@@ -7,7 +7,9 @@
 //! reading stdin, `python -c`, a non-literal command name) becomes a fail-closed finding or a
 //! built-in hold on the command.
 
+use super::cwd::Cwd;
 use super::normalize::{basename, normalize_path, parse_args, ParsedArgs};
+use super::overlap::expand_braces;
 use super::rules::SqlClass;
 use super::shell::{Invocation, Redirect, RedirectKind, Stdin};
 use super::words::Arg;
@@ -46,6 +48,11 @@ pub struct WrapperSpec {
     pub append_after_marker: bool,
     /// The operands skipped before the command may be absent (`su` alone, `su root`).
     pub optional_operands: bool,
+    /// The inner command gets more arguments at run time, read from stdin (`xargs`,
+    /// `parallel` without `:::`); gatehouse cannot see them.
+    pub stdin_arguments: bool,
+    /// Options whose value (or `{}`) is replaced by each input line (`xargs -I R`).
+    pub replace_options: Vec<String>,
 }
 
 /// What kind of program an interpreter runs.
@@ -91,6 +98,38 @@ pub struct Cmd {
     pub display: String,
     /// A built-in hold (interpreter, eval, ...) that applies when no rule matches.
     pub builtin: Option<Finding>,
+    /// Arguments only known at run time, each described for the reason (`` `$X` ``, "arguments
+    /// xargs reads from stdin"). Each could be any flag or operand, so a rule that might match
+    /// them holds the line instead of deciding it.
+    pub unknown: Vec<String>,
+    /// Operands that are still patterns: shell globs, the paths `find DIR -exec` passes.
+    pub patterns: Vec<PathPattern>,
+    /// Where the command may run; relative operands and redirect targets resolve against it.
+    pub cwd: Cwd,
+    /// A write redirection whose target is only known at run time (`> "$F"`).
+    pub unknown_redirect: Option<String>,
+}
+
+/// An operand that expands at run time into paths matching a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    /// The pattern as written, path-normalized (`/e?c`, `/tmp/*.log`).
+    pub text: String,
+    /// Stands for the path and everything below it (`find DIR`), not a shell glob.
+    pub below: bool,
+}
+
+/// Stands in, during option parsing, for an argument only known at run time: it takes the
+/// place of an operand or option value and matches no glob.
+pub const OPAQUE: &str = "\u{0}";
+
+/// What a wrapper adds to its inner command beyond the words written.
+#[derive(Debug, Default)]
+struct Feed {
+    /// Arguments added at run time, described.
+    unknown: Vec<String>,
+    /// Operand patterns added (what `find` visits).
+    patterns: Vec<PathPattern>,
 }
 
 impl Cmd {
@@ -117,23 +156,30 @@ const DOWNLOADERS: &[&str] = &[
 pub fn expand(inv: &Invocation, tables: &Tables, depth: usize, out: &mut Analysis) {
     if inv.words.is_empty() {
         if !inv.redirects.is_empty() {
-            out.cmds.push(bare_redirection(&inv.redirects));
+            out.cmds.push(bare_redirection(&inv.redirects, &inv.cwd));
         }
         return;
     }
-    expand_words(
-        &inv.words,
-        &inv.redirects,
-        &inv.stdin,
-        tables,
-        depth,
-        0,
-        out,
-    );
+    let place = Place {
+        redirects: &inv.redirects,
+        stdin: &inv.stdin,
+        cwd: &inv.cwd,
+    };
+    expand_words(&inv.words, &place, Feed::default(), tables, depth, 0, out);
 }
 
-fn bare_redirection(redirects: &[Redirect]) -> Cmd {
-    let targets = write_targets(redirects);
+/// Where a command stands: its redirections, its stdin and its working directory.
+struct Place<'a> {
+    /// Redirections of the command (and of compound commands around it).
+    redirects: &'a [Redirect],
+    /// Where its stdin comes from.
+    stdin: &'a Stdin,
+    /// Where it may run.
+    cwd: &'a Cwd,
+}
+
+fn bare_redirection(redirects: &[Redirect], cwd: &Cwd) -> Cmd {
+    let (targets, unknown_redirect) = write_targets(redirects);
     Cmd {
         program: String::new(),
         args: Vec::new(),
@@ -147,26 +193,72 @@ fn bare_redirection(redirects: &[Redirect]) -> Cmd {
         sql: Vec::new(),
         redis: None,
         builtin: None,
+        unknown: Vec::new(),
+        patterns: Vec::new(),
+        cwd: cwd.clone(),
+        unknown_redirect,
     }
 }
 
-fn write_targets(redirects: &[Redirect]) -> Vec<String> {
-    redirects
+/// Normalized write/append targets, and a description of one only known at run time.
+fn write_targets(redirects: &[Redirect]) -> (Vec<String>, Option<String>) {
+    let mut unknown = None;
+    let targets = redirects
         .iter()
         .filter(|r| matches!(r.kind, RedirectKind::Write | RedirectKind::Append))
-        .map(|r| normalize_path(&r.target.text))
-        .collect()
+        .map(|r| {
+            if r.target.opaque || r.target.glob || r.target.brace {
+                unknown = Some(format!(
+                    "the redirection target `{}` is only known at run time",
+                    r.target.text
+                ));
+            }
+            normalize_path(&r.target.text)
+        })
+        .collect();
+    (targets, unknown)
 }
 
 fn quote(s: &str) -> String {
     shlex::try_quote(s).map_or_else(|_| format!("{s:?}"), |q| q.into_owned())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Brace-expands literal words (`/{etc,usr}` → `/etc /usr`, as bash would) and describes the
+/// arguments only known at run time.
+fn expand_args(rest: &[Arg], unknown: &mut Vec<String>) -> Vec<Arg> {
+    let mut out = Vec::with_capacity(rest.len());
+    for a in rest {
+        if a.opaque {
+            unknown.push(format!("`{}` is only known at run time", a.text));
+            out.push(a.clone());
+        } else if a.brace {
+            match expand_braces(&a.text) {
+                Some(words) => {
+                    out.extend(words.into_iter().filter(|w| !w.is_empty()).map(|w| Arg {
+                        text: w,
+                        brace: false,
+                        ..a.clone()
+                    }))
+                }
+                None => {
+                    unknown.push(format!("`{}` expands to too many words", a.text));
+                    out.push(Arg {
+                        opaque: true,
+                        ..a.clone()
+                    });
+                }
+            }
+        } else {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
 fn expand_words(
     words: &[Arg],
-    redirects: &[Redirect],
-    stdin: &Stdin,
+    place: &Place<'_>,
+    feed: Feed,
     tables: &Tables,
     depth: usize,
     wraps: usize,
@@ -185,8 +277,31 @@ fn expand_words(
         return;
     }
     let program = basename(&name.text);
+    let mut unknown = feed.unknown;
+    let rest = expand_args(rest, &mut unknown);
     let args: Vec<String> = rest.iter().map(|a| a.text.clone()).collect();
-    let parsed = parse_args(&args, tables.programs.get(&program));
+    // Option parsing sees a placeholder where a word is only known at run time, so a value or
+    // operand position is kept and no rule glob can match it.
+    let parse_input: Vec<String> = rest
+        .iter()
+        .map(|a| {
+            if a.opaque {
+                OPAQUE.to_string()
+            } else {
+                a.text.clone()
+            }
+        })
+        .collect();
+    let parsed = parse_args(&parse_input, tables.programs.get(&program));
+    let mut patterns = feed.patterns;
+    patterns.extend(
+        rest.iter()
+            .filter(|a| a.glob && !a.opaque && !a.text.starts_with('-'))
+            .map(|a| PathPattern {
+                text: normalize_path(&a.text),
+                below: false,
+            }),
+    );
     let mut display_argv = vec![program.clone()];
     display_argv.extend(args.iter().cloned());
     let display = display_argv
@@ -194,25 +309,30 @@ fn expand_words(
         .map(|a| quote(a))
         .collect::<Vec<_>>()
         .join(" ");
+    let (write_targets, unknown_redirect) = write_targets(place.redirects);
     let mut cmd = Cmd {
         program,
         args,
         parsed,
-        write_targets: write_targets(redirects),
+        write_targets,
         sql: Vec::new(),
         redis: None,
         display,
         builtin: None,
+        unknown,
+        patterns,
+        cwd: place.cwd.clone(),
+        unknown_redirect,
     };
-    cmd.builtin = escapes::builtin_hold(&cmd, rest);
-    sql::classify(&mut cmd, stdin, out);
+    cmd.builtin = escapes::builtin_hold(&cmd, &rest);
+    sql::classify(&mut cmd, place.stdin, out);
     if cmd.builtin.is_none() {
         if let Some(spec) = tables
             .interpreters
             .iter()
             .find(|i| i.names.contains(&cmd.program))
         {
-            cmd.builtin = interpreter(&cmd.program, spec, rest, stdin, tables, depth, out);
+            cmd.builtin = interpreter(&cmd.program, spec, &rest, place, tables, depth, out);
         }
     }
     let wrapper = tables.wrappers.iter().find(|w| {
@@ -227,9 +347,13 @@ fn expand_words(
         let args = if spec.subcommand.is_some() {
             rest.get(1..).unwrap_or_default()
         } else {
-            rest
+            &rest
         };
-        unwrap_wrapper(&program, spec, args, stdin, tables, depth, wraps, out);
+        let inner = Place {
+            redirects: &[],
+            ..*place
+        };
+        unwrap_wrapper(&program, spec, args, &inner, tables, depth, wraps, out);
     }
 }
 
@@ -262,33 +386,20 @@ fn unwrap_wrapper(
     program: &str,
     spec: &WrapperSpec,
     args: &[Arg],
-    stdin: &Stdin,
+    place: &Place<'_>,
     tables: &Tables,
     depth: usize,
     wraps: usize,
     out: &mut Analysis,
 ) {
     if !spec.command_options.is_empty() {
-        // find-style: several inner commands, each after a command option.
-        let start = args
-            .iter()
-            .find(|a| !a.text.starts_with(['-', '(', '!']))
-            .map(|a| a.text.clone());
-        let mut i = 0;
-        while let Some(a) = args.get(i) {
-            i += 1;
-            if spec.command_options.contains(&a.text) {
-                let inner = take_until_marker(args.get(i..).unwrap_or_default(), &spec.end_markers);
-                i += inner.len();
-                let inner = substitute(inner, spec.placeholder.as_deref(), start.as_deref());
-                expand_words(&inner, &[], &Stdin::Session, tables, depth, wraps + 1, out);
-            }
-        }
+        unwrap_find(spec, args, place, tables, depth, wraps, out);
         return;
     }
     let mut i = 0;
     let mut skipped = 0;
     let mut shell = false;
+    let mut replace: Option<String> = None;
     if let Some(pos) = args
         .iter()
         .position(|a| a.text == "--")
@@ -306,7 +417,7 @@ fn unwrap_wrapper(
             }
             if spec.script_options.iter().any(|o| o == t) {
                 match args.get(i + 1) {
-                    Some(script) => run_script(program, script, tables, depth, out),
+                    Some(script) => run_script(program, script, place.cwd, tables, depth, out),
                     None => out.findings.push(Finding::new(
                         "interpreter",
                         format!("{program} {t} without a script"),
@@ -323,11 +434,14 @@ fn unwrap_wrapper(
                     text: script.to_string(),
                     ..a.clone()
                 };
-                run_script(program, &arg, tables, depth, out);
+                run_script(program, &arg, place.cwd, tables, depth, out);
                 return;
             }
             if spec.shell_options.iter().any(|o| o == t) {
                 shell = true;
+            }
+            if let Some(r) = replacement(t, args.get(i + 1), &spec.replace_options) {
+                replace = Some(r);
             }
             if t.starts_with('-') {
                 i += 1 + option_value_words(t, &spec.options_with_value);
@@ -347,6 +461,7 @@ fn unwrap_wrapper(
     }
     let rest = args.get(i..).unwrap_or_default();
     let mut inner = take_until_marker(rest, &spec.end_markers).to_vec();
+    let marker = rest.get(inner.len()).map(|a| a.text.as_str());
     if spec.append_after_marker {
         let extra = rest
             .get(inner.len()..)
@@ -367,22 +482,126 @@ fn unwrap_wrapper(
         }
         return;
     }
+    let mut feed = Feed::default();
+    if spec.stdin_arguments {
+        match (&replace, marker) {
+            (Some(r), _) => {
+                // `xargs -I R cmd ... R ...`: each input line takes R's place.
+                for a in inner.iter_mut().filter(|a| a.text.contains(r.as_str())) {
+                    a.opaque = true;
+                    a.dynamic = true;
+                }
+                if !inner.iter().skip(1).any(|a| a.opaque) {
+                    return expand_words(&inner, place, feed, tables, depth, wraps + 1, out);
+                }
+                feed.unknown.push(format!(
+                    "{program} puts lines read from stdin in place of `{r}`"
+                ));
+            }
+            (None, Some(m)) if m.starts_with("::::") => feed
+                .unknown
+                .push(format!("{program} reads more arguments from a file")),
+            (None, Some(_)) => {}
+            (None, None) => feed
+                .unknown
+                .push(format!("{program} adds arguments read from stdin")),
+        }
+    }
     if spec.script_operands {
         let text = inner
             .iter()
             .map(|a| a.text.as_str())
             .collect::<Vec<_>>()
             .join(" ");
-        let dynamic = inner.iter().any(|a| a.dynamic);
+        let dynamic = inner.iter().any(|a| a.dynamic) || !feed.unknown.is_empty();
         let arg = Arg {
             text,
             dynamic,
             ..Arg::default()
         };
-        run_script(program, &arg, tables, depth, out);
+        run_script(program, &arg, place.cwd, tables, depth, out);
         return;
     }
-    expand_words(&inner, &[], stdin, tables, depth, wraps + 1, out);
+    expand_words(&inner, place, feed, tables, depth, wraps + 1, out);
+}
+
+/// `find PATH... EXPR -exec CMD {} +`: each inner command runs on the paths find visits —
+/// each PATH and everything below it.
+fn unwrap_find(
+    spec: &WrapperSpec,
+    args: &[Arg],
+    place: &Place<'_>,
+    tables: &Tables,
+    depth: usize,
+    wraps: usize,
+    out: &mut Analysis,
+) {
+    // The start paths lead, before the first expression word; none means `.`.
+    let mut starts: Vec<Arg> = args
+        .iter()
+        .take_while(|a| !a.text.starts_with(['-', '(', '!']) && a.text != ")")
+        .cloned()
+        .collect();
+    if starts.is_empty() {
+        starts.push(Arg {
+            text: ".".into(),
+            ..Arg::default()
+        });
+    }
+    let mut i = starts.len();
+    while let Some(a) = args.get(i) {
+        i += 1;
+        if spec.command_options.contains(&a.text) {
+            let inner = take_until_marker(args.get(i..).unwrap_or_default(), &spec.end_markers);
+            i += inner.len();
+            let mut feed = Feed::default();
+            let placeholder = spec.placeholder.as_deref();
+            if placeholder.is_some_and(|p| inner.iter().any(|w| w.text.contains(p))) {
+                for start in &starts {
+                    if start.opaque {
+                        feed.unknown.push(format!(
+                            "find's start path `{}` is only known at run time",
+                            start.text
+                        ));
+                        continue;
+                    }
+                    for below in [false, true] {
+                        feed.patterns.push(PathPattern {
+                            text: normalize_path(&start.text),
+                            below,
+                        });
+                    }
+                }
+            }
+            let inner = substitute(inner, placeholder, starts.first());
+            let session = Place {
+                stdin: &Stdin::Session,
+                ..*place
+            };
+            expand_words(&inner, &session, feed, tables, depth, wraps + 1, out);
+        }
+    }
+}
+
+/// The replacement string an `xargs -I R` style option sets, if `t` is one.
+fn replacement(t: &str, next: Option<&Arg>, options: &[String]) -> Option<String> {
+    for o in options {
+        if t == o {
+            // `-I R` takes the next word; `-i` and `--replace` alone mean `{}`.
+            return Some(if o == "-I" {
+                next.map_or_else(|| "{}".to_string(), |a| a.text.clone())
+            } else {
+                "{}".to_string()
+            });
+        }
+        if let Some(v) = t.strip_prefix(o.as_str()) {
+            let v = v.strip_prefix('=').unwrap_or(v);
+            if !o.starts_with("--") || t.contains('=') {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
 }
 
 /// How many following words an option consumes: 1 if it takes a separate value.
@@ -429,11 +648,14 @@ fn take_until_marker<'a>(args: &'a [Arg], markers: &[String]) -> &'a [Arg] {
     args.get(..end).unwrap_or_default()
 }
 
-fn substitute(args: &[Arg], placeholder: Option<&str>, with: Option<&str>) -> Vec<Arg> {
+fn substitute(args: &[Arg], placeholder: Option<&str>, with: Option<&Arg>) -> Vec<Arg> {
     args.iter()
         .map(|a| match (placeholder, with) {
             (Some(p), Some(w)) if a.text.contains(p) => Arg {
-                text: a.text.replace(p, w),
+                text: a.text.replace(p, &w.text),
+                dynamic: a.dynamic || w.dynamic,
+                opaque: a.opaque || w.opaque,
+                glob: a.glob || w.glob,
                 ..a.clone()
             },
             _ => a.clone(),
@@ -441,8 +663,16 @@ fn substitute(args: &[Arg], placeholder: Option<&str>, with: Option<&str>) -> Ve
         .collect()
 }
 
-/// A script handed to a shell: decided like the line itself, one level deeper.
-fn run_script(program: &str, script: &Arg, tables: &Tables, depth: usize, out: &mut Analysis) {
+/// A script handed to a shell: decided like the line itself, one level deeper, starting where
+/// the shell that runs it stands.
+fn run_script(
+    program: &str,
+    script: &Arg,
+    cwd: &Cwd,
+    tables: &Tables,
+    depth: usize,
+    out: &mut Analysis,
+) {
     if script.dynamic {
         out.findings.push(downloaded_or(
             script,
@@ -451,7 +681,7 @@ fn run_script(program: &str, script: &Arg, tables: &Tables, depth: usize, out: &
         ));
         return;
     }
-    super::analyze(&script.text, tables, depth + 1, out);
+    super::analyze(&script.text, cwd, tables, depth + 1, out);
 }
 
 /// Decides what an interpreter would run; returns a built-in hold for what it cannot see.
@@ -459,11 +689,12 @@ fn interpreter(
     program: &str,
     spec: &InterpreterSpec,
     args: &[Arg],
-    stdin: &Stdin,
+    place: &Place<'_>,
     tables: &Tables,
     depth: usize,
     out: &mut Analysis,
 ) -> Option<Finding> {
+    let stdin = place.stdin;
     let mut inline = false;
     let mut module = false;
     let mut i = 0;
@@ -527,14 +758,14 @@ fn interpreter(
                     format!("{name} runs a script that is not a literal"),
                 )),
                 Some(_) => None,
-                None => stdin_hold(name, stdin, None, tables, depth, out),
+                None => stdin_hold(name, stdin, None, place.cwd, tables, depth, out),
             }
         }
         InterpreterKind::Shell => {
             if inline {
                 return match operand {
                     Some(script) => {
-                        run_script(name, script, tables, depth, out);
+                        run_script(name, script, place.cwd, tables, depth, out);
                         None
                     }
                     None => Some(Finding::new(
@@ -550,7 +781,7 @@ fn interpreter(
                     format!("{name} runs a script that is not a literal"),
                 )),
                 Some(_) => None,
-                None => stdin_hold(name, stdin, Some(()), tables, depth, out),
+                None => stdin_hold(name, stdin, Some(()), place.cwd, tables, depth, out),
             }
         }
     }
@@ -573,6 +804,7 @@ fn stdin_hold(
     name: &str,
     stdin: &Stdin,
     shell: Option<()>,
+    cwd: &Cwd,
     tables: &Tables,
     depth: usize,
     out: &mut Analysis,
@@ -580,7 +812,7 @@ fn stdin_hold(
     match stdin {
         Stdin::File => None,
         Stdin::Text(Some(text)) | Stdin::Pipe { literal: Some(text), .. } if shell.is_some() => {
-            super::analyze(text, tables, depth + 1, out);
+            super::analyze(text, cwd, tables, depth + 1, out);
             None
         }
         Stdin::Pipe { feeders, .. } if feeders.iter().any(|f| DOWNLOADERS.contains(&f.as_str())) => Some(

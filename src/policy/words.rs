@@ -6,9 +6,12 @@
 //! word (double quotes, `${x:-...}` defaults, backquotes) is handed back for the caller to
 //! parse as a script of its own. This module does not decide anything; it reports what it saw.
 
-use brush_parser::word::{Parameter, ParameterExpr, ParameterTransformOp, TildeExpr, WordPiece};
+use brush_parser::word::{
+    Parameter, ParameterExpr, ParameterTransformOp, SpecialParameter, TildeExpr, WordPiece,
+};
 use brush_parser::ParserOptions;
 
+use super::scope::{Value, Vars};
 use super::MAX_DEPTH;
 
 /// One word after quote removal, with what made it (not) a plain literal.
@@ -28,6 +31,10 @@ pub struct Arg {
     pub ansi_c: bool,
     /// Starts with an unquoted tilde (`~`, `~user`): stays `~` in `text`.
     pub tilde: bool,
+    /// Some part is decided at run time and gatehouse cannot say what it becomes: every
+    /// dynamic word except one whose only expansion is a leading `$HOME`, which rules name as
+    /// written. Rules treat an opaque argument as possibly any flag or operand.
+    pub opaque: bool,
 }
 
 /// What rendering a word found besides its text.
@@ -46,6 +53,12 @@ pub fn parser_options() -> ParserOptions {
 
 /// Renders one raw word (as it appears in the AST, quotes included).
 pub fn render(raw: &str, findings: &mut WordFindings, depth: usize) -> Arg {
+    render_in(raw, findings, depth, &Vars::default())
+}
+
+/// [`render`] where `vars` holds the literal values the line gave its variables: `$D` with one
+/// known value renders as that value.
+pub fn render_in(raw: &str, findings: &mut WordFindings, depth: usize, vars: &Vars) -> Arg {
     let mut arg = Arg::default();
     if depth > MAX_DEPTH {
         findings.holds.push((
@@ -54,6 +67,7 @@ pub fn render(raw: &str, findings: &mut WordFindings, depth: usize) -> Arg {
         ));
         arg.text = raw.to_string();
         arg.dynamic = true;
+        arg.opaque = true;
         return arg;
     }
     match brush_parser::word::parse(raw, &parser_options()) {
@@ -62,13 +76,13 @@ pub fn render(raw: &str, findings: &mut WordFindings, depth: usize) -> Arg {
                 render_piece(
                     &p.piece,
                     raw,
-                    p.start_index,
-                    p.end_index,
+                    (p.start_index, p.end_index),
                     i == 0,
                     false,
                     &mut arg,
                     findings,
                     depth,
+                    vars,
                 );
             }
         }
@@ -78,6 +92,7 @@ pub fn render(raw: &str, findings: &mut WordFindings, depth: usize) -> Arg {
                 .push(("parse-error", format!("cannot read the word {raw:?}: {e}")));
             arg.text = raw.to_string();
             arg.dynamic = true;
+            arg.opaque = true;
         }
     }
     arg
@@ -87,13 +102,13 @@ pub fn render(raw: &str, findings: &mut WordFindings, depth: usize) -> Arg {
 fn render_piece(
     piece: &WordPiece,
     raw: &str,
-    start: usize,
-    end: usize,
+    (start, end): (usize, usize),
     first: bool,
     quoted: bool,
     arg: &mut Arg,
     findings: &mut WordFindings,
     depth: usize,
+    vars: &Vars,
 ) {
     match piece {
         WordPiece::Text(s) => {
@@ -109,6 +124,7 @@ fn render_piece(
                 Some(text) => arg.text.push_str(&text),
                 None => {
                     arg.dynamic = true;
+                    arg.opaque = true;
                     arg.text.push_str(s);
                 }
             }
@@ -118,13 +134,13 @@ fn render_piece(
                 render_piece(
                     &p.piece,
                     raw,
-                    p.start_index,
-                    p.end_index,
+                    (p.start_index, p.end_index),
                     false,
                     true,
                     arg,
                     findings,
                     depth,
+                    vars,
                 );
             }
         }
@@ -140,12 +156,52 @@ fn render_piece(
                 }
                 _ => {
                     arg.dynamic = true;
+                    arg.opaque = true;
                     arg.text.push_str(raw.get(start..end).unwrap_or("~"));
                 }
             }
         }
         WordPiece::ParameterExpansion(expr) => {
+            if let Some(value) = known_value(expr, vars, quoted) {
+                // Assigned a literal earlier on the line: bash substitutes exactly this.
+                if !quoted {
+                    // Globs in the value expand; braces do not (brace expansion came first).
+                    let brace = arg.brace;
+                    note_unquoted_text(&value.text, arg);
+                    arg.brace = brace;
+                }
+                // A path a `for` glob found: some path matching it, quoted or not.
+                arg.glob |= value.glob;
+                arg.text.push_str(&value.text);
+                return;
+            }
             arg.dynamic = true;
+            // `$HOME` / `${HOME}` opening the word stays known: rules name `$HOME` as written.
+            let leading_home = arg.text.is_empty()
+                && matches!(
+                    expr,
+                    ParameterExpr::Parameter {
+                        parameter: Parameter::Named(name),
+                        indirect: false,
+                    } if name == "HOME"
+                );
+            // `$$`, `$!`, `$?`, `$#`: numbers the shell owns (its pid, a child's pid, a status, a
+            // count) that are never a path, a flag or pid 1 for a command run over SSH.
+            let shell_number = matches!(
+                expr,
+                ParameterExpr::Parameter {
+                    parameter: Parameter::Special(
+                        SpecialParameter::ProcessId
+                            | SpecialParameter::LastBackgroundProcessId
+                            | SpecialParameter::LastExitStatus
+                            | SpecialParameter::PositionalParameterCount
+                    ),
+                    ..
+                }
+            );
+            if !leading_home && !shell_number {
+                arg.opaque = true;
+            }
             render_parameter(
                 expr,
                 raw.get(start..end).unwrap_or("$?"),
@@ -156,6 +212,7 @@ fn render_piece(
         }
         WordPiece::CommandSubstitution(script) => {
             arg.dynamic = true;
+            arg.opaque = true;
             arg.text.push_str("$(");
             arg.text.push_str(script);
             arg.text.push(')');
@@ -163,6 +220,7 @@ fn render_piece(
         }
         WordPiece::BackquotedCommandSubstitution(script) => {
             arg.dynamic = true;
+            arg.opaque = true;
             arg.text.push('`');
             arg.text.push_str(script);
             arg.text.push('`');
@@ -180,12 +238,30 @@ fn render_piece(
         }
         WordPiece::ArithmeticExpression(expr) => {
             arg.dynamic = true;
+            arg.opaque = true;
             arg.text.push_str("$((");
             arg.text.push_str(&expr.value);
             arg.text.push_str("))");
             check_arithmetic(&expr.value, findings);
         }
     }
+}
+
+/// The value `$NAME` / `${NAME}` expands to, when the line assigned it one literal. Unquoted,
+/// a value that word splitting would change (whitespace, empty) stays unknown.
+fn known_value<'v>(expr: &ParameterExpr, vars: &'v Vars, quoted: bool) -> Option<&'v Value> {
+    let ParameterExpr::Parameter {
+        parameter: Parameter::Named(name),
+        indirect: false,
+    } = expr
+    else {
+        return None;
+    };
+    let value = vars.single(name)?;
+    if !quoted && (value.text.is_empty() || value.text.contains([' ', '\t', '\n'])) {
+        return None;
+    }
+    Some(value)
 }
 
 /// Arithmetic is evaluated by bash, and an array subscript inside it evaluates `$(...)`

@@ -34,6 +34,11 @@ pub struct Demo {
 
 impl Demo {
     pub fn start() -> Demo {
+        Demo::start_with(&[])
+    }
+
+    /// `gatehouse demo --dir DIR ARGS...`
+    pub fn start_with(args: &[&str]) -> Demo {
         require_openssh();
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-test-")
@@ -50,6 +55,7 @@ impl Demo {
             .arg("demo")
             .arg("--dir")
             .arg(dir.path())
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -123,6 +129,12 @@ impl Demo {
 
     /// Stops the demo with SIGTERM and returns its exit status within 15 s.
     pub fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&mut self.child)
+    }
+
+    /// Stops the demo like [`Demo::stop`] but keeps its directory (until dropped), so that the
+    /// test can run `gatehouse serve` on what it left.
+    pub fn stop_keeping_files(&mut self) -> std::process::ExitStatus {
         terminate(&mut self.child)
     }
 }

@@ -20,16 +20,17 @@ BIN = os.environ.get("GATEHOUSE_BIN") or str(
 
 
 class Demo:
-    """A `gatehouse demo` process and the files it wrote; `flags` go to `gatehouse demo`."""
+    """A `gatehouse demo` process and the files it wrote; `args` are further demo flags
+    (`--policy FILE`, `--webhook URL`, `--no-recording`, `--no-masking`)."""
 
-    def __init__(self, *flags):
+    def __init__(self, args=()):
         self.dir = Path(tempfile.mkdtemp(prefix="gatehouse-py-"))
         if os.environ.get("GATEHOUSE_DEMO_TARGET_USER"):
             # Commands on the target run as that unprivileged user and write markers here.
             os.chmod(self.dir, 0o777)
         self.log_path = self.dir.with_suffix(".log")
         self.proc = subprocess.Popen(
-            [BIN, "demo", "--dir", str(self.dir), *flags],
+            [BIN, "demo", "--dir", str(self.dir), *args],
             stdout=subprocess.PIPE,
             stderr=open(self.log_path, "wb"),
             stdin=subprocess.DEVNULL,
@@ -131,18 +132,32 @@ def demo():
     d.stop()
 
 
-def run(client, command, stdin=b"", timeout=60):
-    """Runs one exec; returns (stdout, stderr, exit status).
+def run(client, command, stdin=b"", timeout=60, env=None):
+    """Runs one exec; returns (stdout, stderr, exit status). `env` is sent as SSH env requests
+    (`{"GATEHOUSE_APPROVAL": "return"}` asks for return mode)."""
+    return finish(start_exec(client, command, stdin, timeout, env), timeout)
 
-    Output is complete at EOF, not at exit-status: SSH does not order exit-status after the
-    data, and gatehouse's SSH library may send it ahead of queued output (clients that read to
-    EOF, as OpenSSH does, see everything)."""
+
+def start_exec(client, command, stdin=b"", timeout=60, env=None):
+    """Opens a channel, sends `env`, the exec request and `stdin`, then EOF; returns the channel."""
     chan = client.get_transport().open_session(timeout=timeout)
     chan.settimeout(timeout)
+    if env:
+        chan.update_environment(env)
     chan.exec_command(command)
     if stdin:
         chan.sendall(stdin)
     chan.shutdown_write()
+    return chan
+
+
+def finish(chan, timeout=60):
+    """Reads a channel to EOF; returns (stdout, stderr, exit status), -1 when the channel closed
+    without one.
+
+    Output is complete at EOF, not at exit-status: SSH does not order exit-status after the
+    data (gatehouse holds it until EOF, OpenSSH's sshd does not), so this reads to EOF, as
+    OpenSSH's client does."""
     out, err = b"", b""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -154,6 +169,9 @@ def run(client, command, stdin=b"", timeout=60):
             break
         else:
             time.sleep(0.001)
+    else:
+        chan.close()
+        raise TimeoutError(f"no EOF within {timeout} s")
     status = chan.recv_exit_status()
     chan.close()
     return out, err, status

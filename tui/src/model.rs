@@ -50,6 +50,12 @@ pub struct LiveSession {
     pub command: String,
     /// Seconds since the session opened, when the server built this item.
     pub age_secs: u64,
+    /// Start time, `YYYY-MM-DD HH:MM:SS` (UTC), like [`RecordingItem::started`]: the filter's
+    /// `date:` prefix applies to live sessions too.
+    pub started: String,
+    /// What the policy and reviewers decided so far (`allow`, `held`, `approved`, ...), for
+    /// the filter's `decision:` term.
+    pub decision: String,
 }
 
 /// A recording file, as the recordings list shows and filters it.

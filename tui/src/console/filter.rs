@@ -2,8 +2,8 @@
 //!
 //! Fields: `identity:` (or `who:`), `target:`, `date:` (a prefix of the start time, e.g.
 //! `2025-06-01` or `2025-06`), `decision:` (`allow`, `deny`, `held`, `approved`, `denied`, ...).
-//! A bare word matches any field. All terms must match; matching ignores case. Live sessions
-//! have no date or decision, so those terms do not filter them.
+//! A bare word matches any field. All terms must match; matching ignores case. The same filter
+//! applies to live sessions (their start time and the decision so far) and to recordings.
 
 use crate::model::{LiveSession, RecordingItem};
 
@@ -20,7 +20,9 @@ enum Field {
 /// One term, lowercased.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Term {
+    /// The field named before `:`; a bare word looks at every field.
     field: Field,
+    /// What the field must contain (or, for dates, start with), lowercased once here.
     value: String,
 }
 
@@ -29,6 +31,7 @@ struct Term {
 pub struct RecordingFilter {
     /// The text as typed, to show and to edit again.
     text: String,
+    /// The parsed terms; every one must match. Empty terms (`target:`) are dropped.
     terms: Vec<Term>,
 }
 
@@ -92,11 +95,56 @@ impl RecordingFilter {
             match t.field {
                 Field::Identity => has(&s.identity),
                 Field::Target => has(&s.target),
-                Field::Date | Field::Decision => true,
+                Field::Date => s.started.to_lowercase().starts_with(&t.value),
+                Field::Decision => has(&s.decision),
                 Field::Any => {
-                    has(&s.identity) || has(&s.target) || has(&s.command) || has(&s.session_id)
+                    has(&s.identity)
+                        || has(&s.target)
+                        || has(&s.command)
+                        || has(&s.session_id)
+                        || has(&s.started)
+                        || has(&s.decision)
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> LiveSession {
+        LiveSession {
+            session_id: "00ab".into(),
+            identity: "agent-7".into(),
+            target: "web-1".into(),
+            client: "127.0.0.1:4000".into(),
+            command: "python3 -c 'print(1)'".into(),
+            age_secs: 3,
+            started: "2025-06-01 10:00:00".into(),
+            decision: "held".into(),
+        }
+    }
+
+    #[test]
+    fn date_and_decision_filter_live_sessions() {
+        let s = session();
+        assert!(RecordingFilter::parse("date:2025-06").matches_session(&s));
+        assert!(!RecordingFilter::parse("date:2025-07").matches_session(&s));
+        assert!(RecordingFilter::parse("decision:HELD who:agent").matches_session(&s));
+        assert!(!RecordingFilter::parse("decision:approved").matches_session(&s));
+        // A bare word looks at every field, the decision too.
+        assert!(RecordingFilter::parse("held").matches_session(&s));
+        assert!(RecordingFilter::parse("print").matches_session(&s));
+        assert!(!RecordingFilter::parse("target:db").matches_session(&s));
+    }
+
+    #[test]
+    fn empty_terms_filter_nothing() {
+        let f = RecordingFilter::parse("target: date:");
+        assert!(!f.is_active());
+        assert!(f.matches_session(&session()));
+        assert_eq!(f.text(), "target: date:");
     }
 }

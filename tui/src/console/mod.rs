@@ -242,6 +242,10 @@ impl ConsoleApp {
     /// Handles one key.
     pub fn key(&mut self, key: Key) -> Option<Action> {
         if let Some(replay) = &mut self.replay {
+            // Ctrl-C quits the console from anywhere; `q` and Esc only close the replay.
+            if key == Key::CtrlC {
+                return Some(Action::Quit);
+            }
             if replay.key(key) == Some(Action::Quit) {
                 self.replay = None;
                 self.frames.invalidate();

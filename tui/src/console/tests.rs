@@ -226,6 +226,8 @@ fn sessions_and_recordings_with_filters() {
         client: "10.0.0.5:5555".into(),
         command: "tail -f /var/log/syslog".into(),
         age_secs: 30,
+        started: "2025-06-01 09:59:30".into(),
+        decision: "allow".into(),
     }]);
     app.set_recordings(recordings());
     app.handle_input(b"\t");
@@ -320,4 +322,53 @@ fn replay_inside_the_console_closes_back_to_the_list() {
     );
     assert!(!app.replay_open());
     assert!(terminal_text(&mut app).contains("1 Pending"));
+}
+
+#[test]
+fn ctrl_c_in_the_replay_quits_the_console() {
+    let cast = crate::replay::Cast::parse(
+        std::path::Path::new("x.cast"),
+        b"{\"version\":2,\"width\":80,\"height\":24}\n[0.5,\"o\",\"hi\\r\\n\"]\n",
+    )
+    .unwrap();
+    let mut app = ConsoleApp::new((80, 24));
+    app.show_replay(crate::ReplayApp::from_cast(cast));
+    assert_eq!(app.handle_input(b"\x03"), vec![Action::Quit]);
+}
+
+#[test]
+fn sessions_filter_by_date_and_decision() {
+    let session = |id: &str, started: &str, decision: &str| LiveSession {
+        session_id: id.into(),
+        identity: "agent-7".into(),
+        target: "web-1".into(),
+        client: "127.0.0.1:1".into(),
+        command: format!("run-{id}"),
+        age_secs: 1,
+        started: started.into(),
+        decision: decision.into(),
+    };
+    let mut app = ConsoleApp::new((100, 24));
+    app.set_sessions(vec![
+        session("s1", "2025-06-01 10:00:00", "held"),
+        session("s2", "2025-06-02 10:00:00", "allow"),
+    ]);
+    app.handle_input(b"2");
+    let text = app.screen_text();
+    assert!(text.contains("run-s1") && text.contains("run-s2"), "{text}");
+    assert!(text.contains("decision"), "{text}");
+    app.handle_input(b"fdecision:held\r");
+    let text = app.screen_text();
+    assert!(
+        text.contains("run-s1") && !text.contains("run-s2"),
+        "{text}"
+    );
+    assert!(text.contains("1 of 2"), "{text}");
+    app.handle_input(b"c");
+    app.handle_input(b"fdate:2025-06-02\r");
+    let text = app.screen_text();
+    assert!(
+        !text.contains("run-s1") && text.contains("run-s2"),
+        "{text}"
+    );
 }

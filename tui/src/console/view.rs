@@ -16,6 +16,8 @@ use crate::model::PendingItem;
 /// Below this the console only says it needs more room.
 const MIN_COLS: u16 = 20;
 const MIN_ROWS: u16 = 5;
+/// From this width on, the sessions table also shows the client address.
+const WIDE_SESSIONS: u16 = 100;
 
 fn bold() -> Style {
     Style::default().add_modifier(Modifier::BOLD)
@@ -358,21 +360,25 @@ fn draw_sessions(app: &ConsoleApp, area: Rect, buf: &mut Buffer) {
             Cell::from(s.identity.clone()),
             Cell::from(s.target.clone()),
             Cell::from(age(s.age_secs.saturating_add(elapsed))),
+            Cell::from(s.decision.clone()),
             Cell::from(printable(&s.command)),
             Cell::from(s.client.clone()),
         ])
     });
+    // The client address only when there is room: the command matters more.
+    let client_width = if rest.width >= WIDE_SESSIONS { 15 } else { 0 };
     let table = Table::new(
         rows,
         [
             Constraint::Length(14),
             Constraint::Length(12),
             Constraint::Length(5),
+            Constraint::Length(8),
             Constraint::Fill(1),
-            Constraint::Length(16),
+            Constraint::Length(client_width),
         ],
     )
-    .header(Row::new(["identity", "target", "age", "command", "client"]).style(bold()))
+    .header(Row::new(["identity", "target", "age", "decision", "command", "client"]).style(bold()))
     .row_highlight_style(selected_style());
     let mut state = TableState::default().with_selected(Some(app.selection(Tab::Sessions)));
     StatefulWidget::render(table, rest, buf, &mut state);

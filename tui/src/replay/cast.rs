@@ -94,6 +94,9 @@ pub struct Cast {
     pub truncated: bool,
     /// Unreadable lines skipped (other than a cut last line).
     pub skipped: usize,
+    /// Set by [`Cast::open_limited`] when the file was longer than its bound: only this many
+    /// bytes were read (and `truncated` is set), so a huge file cannot exhaust memory.
+    pub read_limit: Option<u64>,
 }
 
 impl Cast {
@@ -104,6 +107,22 @@ impl Cast {
             source,
         })?;
         Cast::parse(path, &bytes)
+    }
+
+    /// Reads at most `max_bytes` of a file and parses them. A longer file is cut there: the
+    /// cast is marked truncated and [`Cast::read_limit`] says where it was cut.
+    pub fn open_limited(path: &Path, max_bytes: u64) -> Result<Cast, ReplayError> {
+        let io = |source| ReplayError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let (bytes, longer) = read_head(path, max_bytes).map_err(io)?;
+        let mut cast = Cast::parse(path, &bytes)?;
+        if longer {
+            cast.truncated = true;
+            cast.read_limit = Some(max_bytes);
+        }
+        Ok(cast)
     }
 
     /// Parses a recording's bytes; `path` only names it.
@@ -193,6 +212,57 @@ impl Cast {
 /// whole file: fine for a list of recent recordings, not for thousands at once.
 pub fn summarize(path: &Path) -> Result<RecordingItem, ReplayError> {
     Cast::open(path).map(|cast| cast.summary())
+}
+
+/// The recordings-list row of a file, reading at most `head` bytes from its start (header and
+/// decision markers) and, when the file is longer, at most `tail` bytes from its end (the `x`
+/// event with the exit status). A list of recent recordings stays cheap however long they are.
+pub fn summarize_limited(path: &Path, head: u64, tail: u64) -> Result<RecordingItem, ReplayError> {
+    let io = |source| ReplayError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let (bytes, longer) = read_head(path, head).map_err(io)?;
+    let mut item = Cast::parse(path, &bytes)?.summary();
+    if longer {
+        let end = read_tail(path, tail).map_err(io)?;
+        let text = String::from_utf8_lossy(&end);
+        // The first line of the tail is most likely cut: skip it.
+        item.exit = text
+            .split('\n')
+            .skip(1)
+            .filter_map(parse_event)
+            .flatten()
+            .filter_map(|e| match e.kind {
+                EventKind::Exit(status) => Some(status),
+                _ => None,
+            })
+            .last();
+    }
+    Ok(item)
+}
+
+/// The first `max` bytes of a file, and whether there was more.
+fn read_head(path: &Path, max: u64) -> std::io::Result<(Vec<u8>, bool)> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    // One byte more than the bound tells whether the file goes on.
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    let longer = u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max;
+    bytes.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+    Ok((bytes, longer))
+}
+
+/// The last `max` bytes of a file.
+fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(max)))?;
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The short decision a gatehouse marker records, if it is a decision.

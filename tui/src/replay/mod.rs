@@ -22,7 +22,10 @@ pub mod cast;
 mod player;
 mod view;
 
-pub use cast::{summarize, Cast, CastEvent, CastHeader, EventKind, GatehouseInfo, ReplayError};
+pub use cast::{
+    summarize, summarize_limited, Cast, CastEvent, CastHeader, EventKind, GatehouseInfo,
+    ReplayError,
+};
 pub use player::{Marker, IDLE_LIMIT_SECS};
 
 use player::Player;

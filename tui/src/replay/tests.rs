@@ -244,3 +244,35 @@ fn tall_recording_shows_the_rows_around_the_cursor() {
     assert!(frame.contains("line 44"), "{frame}");
     assert!(!frame.contains("line 3\n"), "{frame}");
 }
+
+#[test]
+fn open_limited_cuts_a_long_file_and_says_where() {
+    let dir = std::env::temp_dir().join(format!("gatehouse-tui-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("long.cast");
+    std::fs::write(&file, EXEC).unwrap();
+    let limit = EXEC.find("restarted app").unwrap() as u64;
+    let cast = Cast::open_limited(&file, limit).unwrap();
+    assert!(cast.truncated);
+    assert_eq!(cast.read_limit, Some(limit));
+    assert_eq!(cast.exit_status(), None);
+    let mut app = ReplayApp::from_cast(cast);
+    app.resize(100, 24);
+    let frame = app_frame(&mut app);
+    assert!(frame.contains("truncated: first"), "{frame}");
+    // Within the bound the file is read whole.
+    let whole = Cast::open_limited(&file, EXEC.len() as u64).unwrap();
+    assert!(!whole.truncated);
+    assert_eq!(whole.read_limit, None);
+    assert_eq!(whole.exit_status(), Some(0));
+
+    // The list row reads the head for decisions and the tail for the exit status.
+    let item = summarize_limited(&file, 700, 200).unwrap();
+    assert_eq!(item.identity, "agent-7");
+    assert!(item.decision.starts_with("allow"), "{item:?}");
+    assert_eq!(item.exit, Some(0));
+    let cut = dir.join("cut.cast");
+    std::fs::write(&cut, &EXEC[..EXEC.find("[302.0").unwrap()]).unwrap();
+    assert_eq!(summarize_limited(&cut, 700, 200).unwrap().exit, None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -70,8 +70,12 @@ fn draw_title(app: &ReplayApp, area: Rect, buf: &mut Buffer) {
     left.push(Span::styled(format!(" {title}"), bar));
     let mut right = Vec::new();
     if app.cast.truncated {
+        let label = match app.cast.read_limit {
+            Some(limit) => format!(" truncated: first {} ", size_text(limit)),
+            None => " truncated ".to_string(),
+        };
         right.push(Span::styled(
-            " truncated ",
+            label,
             Style::default().fg(Color::Black).bg(Color::Yellow),
         ));
     }
@@ -97,6 +101,15 @@ fn draw_title(app: &ReplayApp, area: Rect, buf: &mut Buffer) {
     buf.set_line(left_area.x, left_area.y, &Line::from(left), left_area.width);
     let x = area.right().saturating_sub(right_width);
     buf.set_line(x, area.y, &Line::from(right), right_width);
+}
+
+/// `32 MiB`, `512 KiB`, `100 B`.
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        0..=1023 => format!("{bytes} B"),
+        1024..=1_048_575 => format!("{} KiB", bytes / 1024),
+        _ => format!("{} MiB", bytes / 1_048_576),
+    }
 }
 
 /// Copies the emulated screen into `area`. When the recording is taller than the area, the
