@@ -206,23 +206,33 @@ async fn exec(
         ),
         pty: pty.is_some(),
     };
-    let decision = decide(ctx, &command);
-    // The upstream channel of an allowed command is opened while the recording is created:
-    // neither depends on the other, and nothing runs before both (and the audit record) exist.
-    let allowed = decision.decision == Action::Allow;
-    let (mut upstream, recording) = tokio::join!(
-        async {
-            match allowed {
-                true => Some(gw.pool.open_channel(&ctx.access).await),
-                false => None,
-            }
-        },
+    // The recording is created (on the blocking pool) while the command is decided, the
+    // decision audited and, for an allowed command, the upstream channel opened: none of them
+    // depends on another, so the exec waits for the slowest rather than their sum. Nothing
+    // runs before all of them are in place.
+    let (recording, (decision, audited, mut upstream)) = tokio::join!(
         ExecRecording::start(
             &gw.config.server.recordings_dir,
             &header,
             gw.config.recording.on_failure,
             gw.audit.clone(),
         ),
+        async {
+            let decision = decide(ctx, &command);
+            tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
+            let allowed = decision.decision == Action::Allow;
+            let (upstream, audited) = tokio::join!(
+                async {
+                    match allowed {
+                        true => Some(gw.pool.open_channel(&ctx.access).await),
+                        false => None,
+                    }
+                },
+                // Last: it is written on this thread, once the channel open is under way.
+                gw.audit_event_now("command.decision", decision_record(ctx, &line, &decision)),
+            );
+            (decision, audited, upstream)
+        },
     );
     let recording = match recording {
         Ok(r) => r,
@@ -255,15 +265,30 @@ async fn exec(
         // Checked first, so an exec that arrives during shutdown runs nothing.
         biased;
         () = shutdown.notified() => cut_off(ctx, agent, &recording).await,
-        () = decide_and_run(
+        () = carry_out(
             ctx,
             Exec { channel, early: Vec::new(), command, pty, env, upstream },
             decision,
+            audited,
             &recording,
             &live,
-            &line,
         ) => {}
     }
+}
+
+/// The `command.decision` audit record.
+fn decision_record(ctx: &ChannelContext, line: &str, decision: &Decision) -> serde_json::Value {
+    serde_json::json!({
+        "session_id": ctx.session_id.to_string(),
+        "identity": ctx.identity.identity,
+        "serial": ctx.identity.serial,
+        "target": ctx.access.target.name,
+        "command": line,
+        "commands": decision.commands,
+        "decision": decision.decision,
+        "rule": decision.rule,
+        "reason": decision.reason,
+    })
 }
 
 /// The policy decision for a command line (lines over [`MAX_COMMAND_BYTES`] are denied, a
@@ -294,17 +319,16 @@ fn decide(ctx: &ChannelContext, command: &[u8]) -> Decision {
     }
 }
 
-/// Audits the decision on a recorded exec request, then runs, holds or refuses it.
-async fn decide_and_run(
+/// Runs, holds or refuses a recorded and decided exec request (`audited`: whether the
+/// decision reached the audit log).
+async fn carry_out(
     ctx: &ChannelContext,
     exec: Exec,
     decision: Decision,
+    audited: bool,
     recording: &ExecRecording,
     live: &super::live::LiveGuard,
-    line: &str,
 ) {
-    let gw = &ctx.gateway;
-    let target = &ctx.access.target;
     let Exec {
         mut channel,
         mut early,
@@ -313,24 +337,7 @@ async fn decide_and_run(
         env,
         mut upstream,
     } = exec;
-    tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
-    if !gw
-        .audit_event_now(
-            "command.decision",
-            serde_json::json!({
-                "session_id": ctx.session_id.to_string(),
-                "identity": ctx.identity.identity,
-                "serial": ctx.identity.serial,
-                "target": target.name,
-                "command": line,
-                "commands": decision.commands,
-                "decision": decision.decision,
-                "rule": decision.rule,
-                "reason": decision.reason,
-            }),
-        )
-        .await
-    {
+    if !audited {
         // Fail closed: a decision that cannot be audited is not carried out.
         close_unused(upstream.take()).await;
         refuse(
