@@ -5,107 +5,40 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
+use common::tmux::Tmux;
 use common::{stdout, Demo};
 
 /// How long a screen may take to show what a test waits for. Generous: the point is that it
 /// shows up without a keypress, not how fast (speed is measured in benches/approval.py).
 const SCREEN_WAIT: Duration = Duration::from_secs(20);
 
-/// A tmux server of our own (unique socket) running one command in a 100×30 pane; killed on
-/// drop.
-struct Tmux {
-    socket: String,
+/// Runs `ssh ARGS` in a detached pane, or `None` without tmux. After ssh ends the pane prints
+/// `ssh exited STATUS` and stays, so the test can read both.
+fn console_ssh(name: &str, demo: &Demo, args: &str) -> Option<Tmux> {
+    let cmd = format!(
+        "ssh -t -F '{}' -o BatchMode=yes {args}; echo \"ssh exited $?\"; sleep 600",
+        demo.ssh_config().display()
+    );
+    Tmux::start(name, "console", &cmd, SCREEN_WAIT)
 }
 
-impl Tmux {
-    /// Runs `ssh ARGS` in a detached pane, or `None` without tmux. After ssh ends the pane
-    /// prints `ssh exited STATUS` and stays, so the test can read both.
-    fn ssh(name: &str, demo: &Demo, args: &str) -> Option<Tmux> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            eprintln!("tmux is not installed: skipping");
-            return None;
-        }
-        let tmux = Tmux {
-            socket: format!("gatehouse-console-{}-{name}", std::process::id()),
-        };
-        let cmd = format!(
-            "ssh -t -F '{}' -o BatchMode=yes {args}; echo \"ssh exited $?\"; sleep 600",
-            demo.ssh_config().display()
-        );
-        let out = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "console",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &cmd,
-        ]);
-        assert!(out.status.success(), "tmux new-session: {out:?}");
-        Some(tmux)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "console"];
-        args.extend_from_slice(keys);
-        assert!(self.run(&args).status.success());
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "console"]).stdout)
-            .into_owned()
-    }
-
-    /// Waits for the screen to satisfy `ok`; returns that screen.
-    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + SCREEN_WAIT;
-        loop {
-            let screen = self.screen();
-            if ok(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits for ssh to end and checks that the console left the alternate screen.
-    fn wait_for_exit(&self, status: i32) {
-        let screen = self.wait_for("ssh to end", |s| s.contains("ssh exited"));
-        assert!(screen.contains(&format!("ssh exited {status}")), "{screen}");
-        assert!(
-            !screen.contains("1 Pending"),
-            "the console's screen is still shown:\n{screen}"
-        );
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
+/// Waits for ssh to end and checks that the console left the alternate screen.
+fn wait_for_exit(tmux: &Tmux, status: i32) {
+    let screen = tmux.wait_for("ssh to end", |s| s.contains("ssh exited"));
+    assert!(screen.contains(&format!("ssh exited {status}")), "{screen}");
+    assert!(
+        !screen.contains("1 Pending"),
+        "the console's screen is still shown:\n{screen}"
+    );
 }
 
 #[test]
 fn a_held_command_appears_by_itself_and_is_approved_from_the_screen() {
     let demo = Demo::start();
-    let Some(tmux) = Tmux::ssh("approve", &demo, "console") else {
+    let Some(tmux) = console_ssh("approve", &demo, "console") else {
         return;
     };
     tmux.wait_for("the console", |s| s.contains("1 Pending (0)"));
@@ -154,7 +87,7 @@ fn a_held_command_appears_by_itself_and_is_approved_from_the_screen() {
     assert!(stdout(&all).contains("looks-fine"), "{}", stdout(&all));
 
     tmux.keys(&["q"]);
-    tmux.wait_for_exit(0);
+    wait_for_exit(&tmux, 0);
 }
 
 #[test]
@@ -162,7 +95,7 @@ fn a_recording_opens_from_the_filtered_list_and_jumps_to_markers() {
     let demo = Demo::start();
     let ran = demo.ssh("demo", &[], "echo replay-me-please");
     assert!(ran.status.success(), "{ran:?}");
-    let Some(tmux) = Tmux::ssh("replay", &demo, "console") else {
+    let Some(tmux) = console_ssh("replay", &demo, "console") else {
         return;
     };
     tmux.wait_for("the console", |s| s.contains("3 Recordings (1)"));
@@ -197,7 +130,7 @@ fn a_recording_opens_from_the_filtered_list_and_jumps_to_markers() {
     tmux.keys(&["q"]);
     tmux.wait_for("the list again", |s| s.contains("started (UTC)"));
     tmux.keys(&["C-c"]);
-    tmux.wait_for_exit(0);
+    wait_for_exit(&tmux, 0);
 }
 
 #[test]
@@ -208,7 +141,7 @@ fn an_agent_certificate_cannot_open_the_console() {
         demo.path().join("keys/agent").display(),
         demo.path().join("keys/agent-cert.pub").display()
     );
-    let Some(tmux) = Tmux::ssh("refused", &demo, &args) else {
+    let Some(tmux) = console_ssh("refused", &demo, &args) else {
         return;
     };
     let screen = tmux.wait_for("ssh to end", |s| s.contains("ssh exited"));

@@ -3,88 +3,19 @@
 //! is not installed; `scripts/test` installs it.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use gatehouse::record::cast::{Recorder, RecordingHeader};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+mod common;
 
-/// A tmux server of our own (unique socket), killed on drop.
-struct Tmux {
-    socket: String,
-}
+use common::tmux::Tmux;
+use common::BIN;
 
-impl Tmux {
-    /// Starts `gatehouse replay FILE` in a detached 100×30 session, or `None` without tmux.
-    fn replay(name: &str, file: &Path) -> Option<Tmux> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            eprintln!("tmux is not installed: skipping");
-            return None;
-        }
-        let tmux = Tmux {
-            socket: format!("gatehouse-test-{}-{name}", std::process::id()),
-        };
-        let cmd = format!("{BIN} replay '{}'", file.display());
-        let out = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "replay",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &cmd,
-        ]);
-        assert!(out.status.success(), "tmux new-session: {out:?}");
-        Some(tmux)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "replay"];
-        args.extend_from_slice(keys);
-        assert!(self.run(&args).status.success());
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "replay"]).stdout)
-            .into_owned()
-    }
-
-    /// Waits up to 10 s for the screen to satisfy `ok`; returns the last screen.
-    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let screen = self.screen();
-            if ok(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn alive(&self) -> bool {
-        self.run(&["has-session", "-t", "replay"]).status.success()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
+/// Starts `gatehouse replay FILE` in a detached 100×30 session, or `None` without tmux.
+fn replay(name: &str, file: &Path) -> Option<Tmux> {
+    let cmd = format!("{BIN} replay '{}'", file.display());
+    Tmux::start(name, "replay", &cmd, Duration::from_secs(10))
 }
 
 /// A gatehouse-style exec recording with long pauses kept (idle_time_limit 1000), so the
@@ -111,7 +42,7 @@ fn next_marker_in_a_real_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("fixture.cast");
     std::fs::write(&file, FIXTURE).unwrap();
-    let Some(tmux) = Tmux::replay("markers", &file) else {
+    let Some(tmux) = replay("markers", &file) else {
         return;
     };
     let screen = tmux.wait_for("the first output", |s| s.contains("FIRST-OUTPUT"));
@@ -166,7 +97,7 @@ fn plays_a_recording_written_by_gatehouse() {
     rec.marker("exit 3").unwrap();
     let sealed = rec.finish(Some(3), &audit).unwrap();
 
-    let Some(tmux) = Tmux::replay("written", &sealed.path) else {
+    let Some(tmux) = replay("written", &sealed.path) else {
         return;
     };
     let screen = tmux.wait_for("the end of the recording", |s| s.contains("ended, exit 3"));

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod tmux;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
 /// Whether the machine can run the end-to-end tests (OpenSSH server and client present).
