@@ -49,10 +49,12 @@ pub struct PathGlobs {
 impl PathGlobs {
     /// Whether a pattern operand can expand to a path these globs match.
     fn overlaps(&self, pattern: &Pattern) -> bool {
+        let lowered;
         let pattern = if self.ignore_case {
-            pattern.lowercase()
+            lowered = pattern.lowercase();
+            &lowered
         } else {
-            pattern.clone()
+            pattern
         };
         match &self.patterns {
             Some(list) => list.iter().any(|r| pattern.overlaps(r)),
