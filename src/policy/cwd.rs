@@ -67,6 +67,8 @@ impl Cwd {
             .iter()
             .skip_while(|a| matches!(a.text.as_str(), "-L" | "-P" | "-e" | "-@" | "-LP" | "-PL"));
         let target = match operands.next() {
+            // `pushd` alone swaps the top two directories of a stack gatehouse does not keep.
+            None if name == "pushd" => return Some(Cwd::nowhere()),
             None => return Some(Cwd::home()),
             Some(a) if a.text == "--" => match operands.next() {
                 None => return Some(Cwd::home()),
@@ -160,6 +162,13 @@ mod tests {
             [None]
         );
         assert!(home.after("ls", &[lit("/")]).is_none());
+        assert_eq!(
+            root.after("pushd", &[])
+                .expect("pushd")
+                .worlds()
+                .collect::<Vec<_>>(),
+            [None]
+        );
     }
 
     #[test]

@@ -578,10 +578,17 @@ impl Walker<'_> {
         };
         match name.text.as_str() {
             "export" | "declare" | "typeset" | "local" | "readonly" => {
-                for a in args.iter().filter(|a| !a.text.starts_with('-')) {
+                // Attributes other than export/readonly/global change what the value becomes:
+                // `-n` makes a name reference (`declare -n D=X; rm -rf $D` removes $X), `-i`
+                // evaluates arithmetic, `-l`/`-u` change case, `-a`/`-A` make arrays.
+                let plain = args
+                    .iter()
+                    .filter(|a| a.text.starts_with(['-', '+']))
+                    .all(|a| !a.opaque && a.text.chars().skip(1).all(|c| "xrg".contains(c)));
+                for a in args.iter().filter(|a| !a.text.starts_with(['-', '+'])) {
                     if let Some((var, value)) = a.text.split_once('=') {
                         let var = var.trim_end_matches('+');
-                        if a.opaque || a.text.contains("+=") {
+                        if !plain || a.opaque || a.text.contains("+=") {
                             self.scope.vars.forget(var);
                         } else {
                             self.scope.vars.set(var, vec![Value::literal(value)]);
