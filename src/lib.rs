@@ -20,6 +20,7 @@ pub mod identity;
 pub mod logging;
 pub mod policy;
 pub mod record;
+pub mod rekey;
 pub mod secret_file;
 pub mod store;
 pub mod upstream;

@@ -5,11 +5,18 @@
 //! carries at most `max_channels` channels at once (OpenSSH's `MaxSessions` defaults to 10); when
 //! all are busy a further connection is opened, up to [`MAX_CONNECTIONS_PER_TARGET`], and past that
 //! callers wait for a free channel. This module knows nothing of agents or policy.
+//!
+//! Connections are rotated rather than re-keyed: one that has carried [`ROTATE_AFTER_BYTES`] or
+//! lived [`ROTATE_AFTER`] takes no new channels and closes when its last channel ends, while the
+//! next channel gets a fresh connection (and fresh keys). russh 0.65.1 drops a whole connection
+//! when, after it starts a key re-exchange, more than twice one channel's window of channel data
+//! arrives before the target's reply, which is what several busy channels have in flight: see
+//! [`crate::rekey`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
@@ -23,6 +30,16 @@ pub const MAX_CONNECTIONS_PER_TARGET: usize = 8;
 const OPEN_ATTEMPTS: usize = 4;
 /// How long a TCP connect + handshake + authentication to a target may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Channel data (both ways) after which a connection takes no new channels. Far below
+/// [`crate::rekey::REKEY_AFTER_BYTES`], so the channels still open on a rotated connection would
+/// have to carry many more gigabytes before russh re-keys it.
+pub const ROTATE_AFTER_BYTES: u64 = 1 << 30;
+/// Age after which a connection takes no new channels: ten minutes before russh's time-based
+/// re-key ([`crate::rekey::REKEY_AFTER`]), so only channels that have run that long are on it then.
+pub const ROTATE_AFTER: Duration = Duration::from_secs(50 * 60);
+// A rotated connection's remaining channels have gigabytes and minutes left before russh re-keys.
+const _: () = assert!(ROTATE_AFTER_BYTES * 8 <= crate::rekey::REKEY_AFTER_BYTES);
+const _: () = assert!(ROTATE_AFTER.as_secs() + 600 <= crate::rekey::REKEY_AFTER.as_secs());
 
 /// Why an upstream channel could not be opened. Messages are shown to agents: they name the
 /// target but never key material.
@@ -71,9 +88,57 @@ pub struct UpstreamChannel {
     pub channel: russh::Channel<client::Msg>,
     /// Held for the channel's lifetime.
     pub permit: OwnedSemaphorePermit,
-    /// The connection's congestion count: whoever reads this channel raises it while it waits
-    /// for room to put the target's output (see `Connection::congested`).
-    pub congested: Arc<AtomicUsize>,
+    /// The connection's load, which whoever bridges this channel keeps up to date.
+    pub load: Arc<ConnectionLoad>,
+}
+
+/// What the bridges of a connection's channels tell the pool about it.
+#[derive(Debug, Default)]
+pub struct ConnectionLoad {
+    /// Channels whose output is backed up right now. russh 0.65 grants window per connection
+    /// as data arrives and then waits for room in the channel's queue, so while one channel's
+    /// agent is not reading, the whole connection's packet loop waits with it: new channels
+    /// are put on a connection that is not backed up (a new one if needed) instead.
+    congested: AtomicUsize,
+    /// Channel data carried both ways, for rotation ([`ROTATE_AFTER_BYTES`]).
+    carried: AtomicU64,
+}
+
+impl ConnectionLoad {
+    /// Counts `bytes` of channel data carried.
+    pub fn carry(&self, bytes: usize) {
+        self.carried
+            .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Marks the connection congested until the returned guard is dropped (a channel's reader
+    /// waiting for room to put the target's output).
+    pub fn congestion(self: &Arc<Self>) -> Congestion {
+        self.congested.fetch_add(1, Ordering::SeqCst);
+        Congestion(self.clone())
+    }
+
+    fn is_congested(&self) -> bool {
+        self.congested.load(Ordering::SeqCst) > 0
+    }
+
+    fn carried(&self) -> u64 {
+        self.carried.load(Ordering::Relaxed)
+    }
+}
+
+/// A channel reader's wait for room; the connection counts as congested while one exists.
+pub struct Congestion(Arc<ConnectionLoad>);
+
+impl Drop for Congestion {
+    fn drop(&mut self) {
+        self.0.congested.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether a connection of this age that has carried this much should take no new channels.
+fn due_for_rotation(age: Duration, carried: u64) -> bool {
+    age >= ROTATE_AFTER || carried >= ROTATE_AFTER_BYTES
 }
 
 /// One authenticated SSH connection to a target.
@@ -82,11 +147,10 @@ struct Connection {
     handle: client::Handle<PinnedHostKey>,
     /// One permit per channel that may be open at once on this connection.
     slots: Arc<Semaphore>,
-    /// Channels whose output is backed up right now. russh 0.65 grants window per connection
-    /// as data arrives and then waits for room in the channel's queue, so while one channel's
-    /// agent is not reading, the whole connection's packet loop waits with it: new channels
-    /// are put on a connection that is not backed up (a new one if needed) instead.
-    congested: Arc<AtomicUsize>,
+    /// Congestion and traffic, kept up to date by the bridges of its channels.
+    load: Arc<ConnectionLoad>,
+    /// When it was established, for rotation ([`ROTATE_AFTER`]).
+    opened: Instant,
 }
 
 impl Connection {
@@ -100,7 +164,12 @@ impl Connection {
     }
 
     fn is_congested(&self) -> bool {
-        self.congested.load(Ordering::SeqCst) > 0
+        self.load.is_congested()
+    }
+
+    /// Whether this connection should take no new channels (see [`ROTATE_AFTER_BYTES`]).
+    fn is_due_for_rotation(&self) -> bool {
+        due_for_rotation(self.opened.elapsed(), self.load.carried())
     }
 }
 
@@ -135,7 +204,20 @@ impl Pool {
         for _ in 0..OPEN_ATTEMPTS {
             let (conn, permit) = {
                 let mut conns = entry.lock().await;
-                conns.retain(|c| !c.handle.is_closed());
+                // A rotated connection leaves the pool; it closes when its last channel ends
+                // (each open channel keeps its russh session running).
+                conns.retain(|c| {
+                    let rotate = c.is_due_for_rotation();
+                    if rotate && !c.handle.is_closed() {
+                        tracing::info!(
+                            target_name = %access.target.name,
+                            carried_bytes = c.load.carried(),
+                            age_secs = c.opened.elapsed().as_secs(),
+                            "rotating pooled upstream connection: no new channels on it"
+                        );
+                    }
+                    !rotate && !c.handle.is_closed()
+                });
                 // A connection that is not backed up; at the connection limit, any with room.
                 let free = conns
                     .iter()
@@ -185,7 +267,7 @@ impl Pool {
                     return Ok(UpstreamChannel {
                         channel,
                         permit,
-                        congested: conn.congested.clone(),
+                        load: conn.load.clone(),
                     })
                 }
                 Err(russh::Error::ChannelOpenFailure(reason)) => {
@@ -306,6 +388,7 @@ fn client_config() -> Arc<client::Config> {
         maximum_packet_size: 32768,
         channel_buffer_size: 64,
         nodelay: true,
+        limits: crate::rekey::limits(),
         ..Default::default()
     })
 }
@@ -377,7 +460,8 @@ async fn connect(access: &TargetAccess) -> Result<Connection, UpstreamError> {
     Ok(Connection {
         handle,
         slots: Arc::new(Semaphore::new(target.max_channels)),
-        congested: Arc::new(AtomicUsize::new(0)),
+        load: Arc::new(ConnectionLoad::default()),
+        opened: Instant::now(),
     })
 }
 
@@ -406,5 +490,51 @@ pub async fn fetch_host_key(address: &str) -> Result<PublicKey, UpstreamError> {
             address: address.into(),
             reason: "no host key received".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_rotate_on_traffic_or_age() {
+        assert!(!due_for_rotation(Duration::ZERO, 0));
+        assert!(!due_for_rotation(
+            ROTATE_AFTER - Duration::from_secs(1),
+            ROTATE_AFTER_BYTES - 1
+        ));
+        assert!(due_for_rotation(Duration::ZERO, ROTATE_AFTER_BYTES));
+        assert!(due_for_rotation(ROTATE_AFTER, 0));
+    }
+
+    #[test]
+    fn load_counts_traffic_and_congestion_guards() {
+        let load = Arc::new(ConnectionLoad::default());
+        load.carry(1000);
+        load.carry(24);
+        assert_eq!(load.carried(), 1024);
+        assert!(!load.is_congested());
+        let a = load.congestion();
+        let b = load.congestion();
+        assert!(load.is_congested());
+        drop(a);
+        assert!(load.is_congested());
+        drop(b);
+        assert!(!load.is_congested());
+    }
+
+    #[test]
+    fn rekey_limits_are_above_russh_s_one_gib_default() {
+        let limits = crate::rekey::limits();
+        assert_eq!(
+            limits.rekey_read_limit as u64,
+            crate::rekey::REKEY_AFTER_BYTES
+        );
+        assert_eq!(
+            limits.rekey_write_limit as u64,
+            crate::rekey::REKEY_AFTER_BYTES
+        );
+        assert!(limits.rekey_read_limit > russh::Limits::default().rekey_read_limit);
     }
 }

@@ -19,10 +19,11 @@
 //! data arrives and hands it to the channel's bounded queue, so a channel whose agent stops
 //! reading ends up blocking the connection's whole packet loop (russh 0.65 has no per-channel
 //! window control). Its reader marks the connection congested while it waits (see
-//! [`crate::upstream::UpstreamChannel::congested`]) and the pool puts new channels elsewhere.
+//! [`crate::upstream::ConnectionLoad`]) and the pool puts new channels elsewhere; both directions
+//! count the bytes they carry there, so that the pool can rotate a connection that has carried
+//! enough.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::recording::ExecRecording;
 use crate::record::mask::{MaskMode, MaskRules, Masker, QUIET_FLUSH};
+use crate::upstream::ConnectionLoad;
 
 /// Bytes queued from the agent at most: eight times the SSH window either side grants (2 MiB).
 pub const PIPE_BYTES: usize = 16 * 1024 * 1024;
@@ -114,7 +116,7 @@ pub async fn run(
     record_input: bool,
     masking: Option<(Arc<MaskRules>, MaskMode)>,
     inflow: AgentInflow,
-    congested: Arc<AtomicUsize>,
+    load: Arc<ConnectionLoad>,
 ) -> BridgeEnd {
     let agent_id = agent.id();
     let (agent_rx, agent_tx) = agent.split();
@@ -129,7 +131,7 @@ pub async fn run(
         Vec::new(),
         to_agent_tx,
         Arc::new(Semaphore::new(OUTPUT_PIPE_BYTES)),
-        Some(congested),
+        Some(load.clone()),
     ));
     let input_recording = recording.clone();
 
@@ -141,6 +143,7 @@ pub async fn run(
                     if record_input && !input_recording.input(data.clone()).await {
                         break;
                     }
+                    load.carry(data.len());
                     up_tx.data_bytes(data).await.is_ok()
                 }
                 // Agents have no business sending extended data; drop it.
@@ -387,7 +390,7 @@ async fn pump(
     early: Vec<ChannelMsg>,
     queue: mpsc::Sender<Queued>,
     bytes: Arc<Semaphore>,
-    congested: Option<Arc<AtomicUsize>>,
+    load: Option<Arc<ConnectionLoad>>,
 ) {
     let mut early = early.into_iter();
     loop {
@@ -426,13 +429,16 @@ async fn pump(
             Frame::Data(d) | Frame::ExtendedData(_, d) => d.len(),
             _ => 0,
         };
+        if let Some(load) = &load {
+            load.carry(len);
+        }
         // A single frame larger than the (smaller) bound still passes, alone.
         let want = u32::try_from(len.min(OUTPUT_PIPE_BYTES)).unwrap_or(u32::MAX);
         let permit = match bytes.clone().try_acquire_many_owned(want) {
             Ok(permit) => permit,
             Err(TryAcquireError::Closed) => return,
             Err(TryAcquireError::NoPermits) => {
-                let _waiting = congested.as_ref().map(Congestion::mark);
+                let _waiting = load.as_ref().map(ConnectionLoad::congestion);
                 let Ok(permit) = bytes.clone().acquire_many_owned(want).await else {
                     return;
                 };
@@ -447,30 +453,13 @@ async fn pump(
             }
             Err(mpsc::error::TrySendError::Closed(())) => false,
             Err(mpsc::error::TrySendError::Full(())) => {
-                let _waiting = congested.as_ref().map(Congestion::mark);
+                let _waiting = load.as_ref().map(ConnectionLoad::congestion);
                 queue.send((frame, permit)).await.is_ok()
             }
         };
         if !sent || closing {
             return;
         }
-    }
-}
-
-/// Marks a target connection congested while a channel's reader waits for room (dropped when
-/// the wait ends).
-struct Congestion(Arc<AtomicUsize>);
-
-impl Congestion {
-    fn mark(count: &Arc<AtomicUsize>) -> Congestion {
-        count.fetch_add(1, Ordering::SeqCst);
-        Congestion(count.clone())
-    }
-}
-
-impl Drop for Congestion {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -102,7 +102,7 @@ pub(super) async fn run_upstream(
     let UpstreamChannel {
         channel: up_channel,
         permit,
-        congested,
+        load,
     } = upstream;
     let record_input = ctx.gateway.config.recording.record_input;
     let agent_id = channel.id();
@@ -125,7 +125,7 @@ pub(super) async fn run_upstream(
         record_input,
         masking,
         inflow,
-        congested,
+        load,
     )
     .await;
     ctx.inflows.remove(agent_id);

@@ -51,6 +51,7 @@ pub fn russh_config(host_key: &PrivateKey) -> russh::server::Config {
         maximum_packet_size: 32768,
         channel_buffer_size: 64,
         nodelay: true,
+        limits: crate::rekey::limits(),
         ..Default::default()
     }
 }
