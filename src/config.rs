@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::record::mask::MaskSettings;
 
+pub mod algorithms;
 pub mod issuance;
 
 /// Errors found while loading a configuration file. Each names the file and, where known, the line.
@@ -113,6 +114,10 @@ pub struct ServerConfig {
     pub recordings_dir: PathBuf,
     /// Failed authentications allowed per source address per minute before refusing outright.
     pub max_auth_failures_per_minute: u32,
+    /// Ciphers offered to agents, most preferred first (see [`algorithms`]).
+    pub ciphers: Vec<String>,
+    /// MACs offered to agents with the AES-CTR ciphers, most preferred first.
+    pub macs: Vec<String>,
 }
 
 /// `[ca]`
@@ -196,12 +201,15 @@ impl Config {
                 base.join(p)
             }
         };
+        let (ciphers, macs) = algorithms::check(&check, raw.server.ciphers, raw.server.macs)?;
         let server = ServerConfig {
             ssh_listen: raw.server.ssh_listen,
             http_listen: raw.server.http_listen,
             data_dir: resolve(&raw.server.data_dir),
             recordings_dir: resolve(&raw.server.recordings_dir),
             max_auth_failures_per_minute: raw.server.max_auth_failures_per_minute,
+            ciphers,
+            macs,
         };
         let mut trusted_public_keys = Vec::new();
         for (i, key) in raw.ca.trusted_public_keys.into_iter().enumerate() {
@@ -596,6 +604,10 @@ mod raw {
         pub recordings_dir: PathBuf,
         #[serde(default = "default_auth_failures")]
         pub max_auth_failures_per_minute: u32,
+        #[serde(default)]
+        pub ciphers: Option<Spanned<Vec<Spanned<String>>>>,
+        #[serde(default)]
+        pub macs: Option<Spanned<Vec<Spanned<String>>>>,
     }
 
     #[derive(Deserialize)]

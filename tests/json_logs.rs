@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::net::TcpStream;
+use common::serve::{start_serve, start_sshd};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -18,51 +18,6 @@ use serde_json::{json, Value};
 const TOKEN_JTI: &str = "jti-that-must-not-be-logged-5f1c";
 const ENV_ALLOWED: &str = "env-value-allowed-9a3e";
 const ENV_REFUSED: &str = "env-value-refused-71bd";
-
-/// Kills a child process when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The demo target's sshd, from the configuration the demo wrote.
-fn start_sshd(dir: &Path) -> Running {
-    let config = dir.join("sshd/sshd_config");
-    let port: u16 = std::fs::read_to_string(&config)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Port "))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the demo's sshd_config names its port");
-    let child = Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut sshd = Running(child);
-    wait_until("the sshd", || {
-        assert!(sshd.0.try_wait().unwrap().is_none(), "sshd exited");
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    sshd
-}
 
 /// A token that names a configured (unreachable) issuer, so gatehouse reads it and fails.
 fn forged_token(issuer: &str) -> String {
@@ -127,27 +82,8 @@ async fn json_log_lines_carry_the_connection_and_no_secrets() {
     std::fs::write(&config_path, config).unwrap();
 
     let log_path = dir.join("serve.log");
-    let mut serve = Running(
-        Command::new(common::BIN)
-            .args(["--log-format", "json", "--config"])
-            .arg(&config_path)
-            .arg("serve")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut serve = start_serve(&config_path, &["--log-format", "json"], &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    wait_until("gatehouse listening", || {
-        assert!(
-            serve.0.try_wait().unwrap().is_none(),
-            "serve exited: {}",
-            log()
-        );
-        log().contains("gatehouse listening")
-    });
 
     let ssh = Command::new("ssh")
         .arg("-F")

@@ -203,7 +203,7 @@ impl Gateway {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         use russh::server::Server as _;
-        let config = Arc::new(server::russh_config(&self.host_key));
+        let config = Arc::new(server::russh_config(&self.host_key, &self.config.server));
         let mut acceptor = server::Acceptor::new(self.clone());
         let running = acceptor.run_on_socket(config, &listener);
         let handle = running.handle();

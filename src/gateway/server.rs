@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use super::channel::{self, ChannelContext, Inflows};
 use super::{env_allowed, Gateway, CONSOLE_LOGIN, MAX_CHANNELS_PER_CONNECTION};
+use crate::config::ServerConfig;
 use crate::identity::ca::CertIdentity;
 
 /// Distinguishes one agent connection in logs and recordings; never confused with a channel id.
@@ -36,11 +37,28 @@ impl SessionId {
 }
 
 /// The russh server configuration gatehouse runs with.
-pub fn russh_config(host_key: &PrivateKey) -> russh::server::Config {
+pub fn russh_config(host_key: &PrivateKey, server: &ServerConfig) -> russh::server::Config {
     let mut methods = MethodSet::empty();
     methods.push(MethodKind::PublicKey);
+    // The names were checked against `config::algorithms` when the config was loaded; a name
+    // russh did not know would only narrow what is offered.
+    let ciphers = server
+        .ciphers
+        .iter()
+        .filter_map(|name| russh::cipher::Name::try_from(name.as_str()).ok())
+        .collect::<Vec<_>>();
+    let macs = server
+        .macs
+        .iter()
+        .filter_map(|name| russh::mac::Name::try_from(name.as_str()).ok())
+        .collect::<Vec<_>>();
     russh::server::Config {
         methods,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Owned(ciphers),
+            mac: std::borrow::Cow::Owned(macs),
+            ..russh::Preferred::DEFAULT
+        },
         keys: vec![host_key.clone()],
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::from_millis(0)),

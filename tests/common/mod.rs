@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod serve;
 pub mod tmux;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
