@@ -171,7 +171,7 @@ impl ExecRecording {
 
 /// Event lines buffered before the writer hashes and writes them on the blocking pool: one
 /// hand-off per this much output rather than one per chunk.
-const WRITE_BYTES: usize = 256 * 1024;
+pub const WRITE_BYTES: usize = 256 * 1024;
 
 /// What became of the recorder after a write on the blocking pool.
 enum Written {

@@ -31,13 +31,12 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditError, AuditLog, RECORDING_SEALED};
 
+mod event;
 mod json;
 mod recover;
 mod utf8;
 
-use json::write_json_str;
-use utf8::Utf8Carry;
-
+pub use event::EventEncoder;
 pub use recover::recover_unsealed;
 
 /// Buffered events are written out once this much is pending.
@@ -131,19 +130,10 @@ pub struct Recorder {
     hasher: Sha256,
     /// Bytes written so far.
     size: u64,
-    /// Event lines so far (header excluded).
-    events: u64,
-    /// Event times are offsets from this (monotonic: a clock step cannot reorder events).
-    start: Instant,
-    /// Offset of the latest event: events stamped out of order (by tasks that queued them
-    /// concurrently) are clamped to it, so times in the file never go backwards.
-    last_offset: Duration,
+    /// Turns events into lines in `buf`; counts them for the seal.
+    encoder: EventEncoder,
     /// When the buffer was last written out.
     last_flush: Instant,
-    /// Trailing bytes of an output sequence that continues in the next read.
-    out_carry: Utf8Carry,
-    /// The same for input; input and output are separate byte streams.
-    in_carry: Utf8Carry,
     /// Session id and channel, repeated in the seal so auditors can join records.
     session_id: String,
     channel: u32,
@@ -213,12 +203,8 @@ impl Recorder {
             buf: Vec::with_capacity(FLUSH_BYTES + 4096),
             hasher: Sha256::new(),
             size: 0,
-            events: 0,
-            start: Instant::now(),
-            last_offset: Duration::ZERO,
+            encoder: EventEncoder::new(Instant::now()),
             last_flush: Instant::now(),
-            out_carry: Utf8Carry::default(),
-            in_carry: Utf8Carry::default(),
             session_id: header.session_id.clone(),
             channel: header.channel,
             writes_on_events: true,
@@ -265,8 +251,9 @@ impl Recorder {
     /// Records output that was seen at `at` (a writer that runs behind the data path stamps
     /// events with the time they happened, not the time it got to them).
     pub fn output_at(&mut self, bytes: &[u8], at: Instant) -> Result<(), RecordError> {
-        let text = self.out_carry.decode(bytes);
-        self.text_event("o", &text, at)
+        self.check()?;
+        self.encoder.output(&mut self.buf, bytes, at);
+        self.written_on_event()
     }
 
     /// Records input as an `i` event.
@@ -276,8 +263,9 @@ impl Recorder {
 
     /// Records input seen at `at`.
     pub fn input_at(&mut self, bytes: &[u8], at: Instant) -> Result<(), RecordError> {
-        let text = self.in_carry.decode(bytes);
-        self.text_event("i", &text, at)
+        self.check()?;
+        self.encoder.input(&mut self.buf, bytes, at);
+        self.written_on_event()
     }
 
     /// Records a terminal resize (`r`, `"COLSxROWS"`).
@@ -322,10 +310,8 @@ impl Recorder {
         audit: &AuditLog,
     ) -> Result<SealedRecording, RecordError> {
         let now = Instant::now();
-        let tail = self.out_carry.finish();
-        self.text_event("o", &tail, now)?;
-        let tail = self.in_carry.finish();
-        self.text_event("i", &tail, now)?;
+        self.check()?;
+        self.encoder.finish(&mut self.buf, now);
         if let Some(status) = exit_status {
             self.event("x", &status.to_string(), now)?;
         }
@@ -341,7 +327,7 @@ impl Recorder {
                     "path": self.relative,
                     "size": self.size,
                     "sha256": sha256,
-                    "events": self.events,
+                    "events": self.encoder.events(),
                     "exit_status": exit_status,
                     "session_id": self.session_id,
                     "channel": self.channel,
@@ -361,31 +347,29 @@ impl Recorder {
             relative: self.relative.clone(),
             size: self.size,
             sha256,
-            events: self.events,
+            events: self.encoder.events(),
         })
     }
 
-    fn text_event(&mut self, code: &str, text: &str, at: Instant) -> Result<(), RecordError> {
-        if text.is_empty() {
-            return Ok(());
-        }
-        self.event(code, text, at)
+    fn event(&mut self, code: &str, data: &str, at: Instant) -> Result<(), RecordError> {
+        self.check()?;
+        self.encoder.event(&mut self.buf, code, data, at);
+        self.written_on_event()
     }
 
-    fn event(&mut self, code: &str, data: &str, at: Instant) -> Result<(), RecordError> {
+    /// Refuses events after a failed write: nothing may follow a hole in the file.
+    fn check(&self) -> Result<(), RecordError> {
         if self.failed {
             return Err(RecordError::Failed {
                 path: self.path.display().to_string(),
             });
         }
-        let offset = at
-            .saturating_duration_since(self.start)
-            .max(self.last_offset);
-        self.last_offset = offset;
-        let t = offset.as_secs_f64();
-        // Straight into the buffer: output is the hot path (one copy, while escaping).
-        write_event(&mut self.buf, t, code, data);
-        self.events += 1;
+        Ok(())
+    }
+
+    /// Writes the buffer out after an event once it holds [`FLUSH_BYTES`] (unless the
+    /// caller writes, see [`Recorder::write_events_later`]).
+    fn written_on_event(&mut self) -> Result<(), RecordError> {
         if self.writes_on_events && self.buf.len() >= FLUSH_BYTES {
             self.write_out()?;
         }
@@ -437,16 +421,6 @@ impl Drop for Recorder {
             let _ = self.write_out();
         }
     }
-}
-
-/// Appends one event line, `[time, "code", "data"]\n` with the time to 6 decimals.
-fn write_event(buf: &mut Vec<u8>, t: f64, code: &str, data: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(buf, "[{t:.6}, ");
-    write_json_str(buf, code);
-    buf.extend_from_slice(b", ");
-    write_json_str(buf, data);
-    buf.extend_from_slice(b"]\n");
 }
 
 /// The header line (no newline).

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{sync_dir, write_event, RecordError, OPEN_SUFFIX};
+use super::event::write_event;
+use super::{sync_dir, RecordError, OPEN_SUFFIX};
 use crate::audit::read::read_tail;
 use crate::audit::{AuditLog, RECORDING_SEALED};
 

@@ -2,6 +2,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::utf8::Utf8Carry;
 use super::*;
 use crate::audit;
 

@@ -1,0 +1,94 @@
+//! Event lines: turns what happened on a channel (output and input bytes, markers, resizes) into
+//! asciicast v2 event lines appended to a buffer. CPU only: it owns the clock offsets and the
+//! UTF-8 carries, and knows nothing of files, hashing or sealing ([`super::Recorder`] does).
+//! Public so that `benches/record.rs` can measure the encoding alone.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use super::json::write_json_str;
+use super::utf8::Utf8Carry;
+
+/// Encodes one recording's events, in order, as `[time, "code", "data"]\n` lines.
+#[derive(Debug)]
+pub struct EventEncoder {
+    /// Event times are offsets from this (monotonic: a clock step cannot reorder events).
+    start: Instant,
+    /// Offset of the latest event: events stamped out of order (by tasks that queued them
+    /// concurrently) are clamped to it, so times in the file never go backwards.
+    last_offset: Duration,
+    /// Trailing bytes of an output sequence that continues in the next read.
+    out_carry: Utf8Carry,
+    /// The same for input; input and output are separate byte streams.
+    in_carry: Utf8Carry,
+    /// Event lines so far: the seal counts them.
+    events: u64,
+}
+
+impl EventEncoder {
+    /// An encoder whose event times count from `start`.
+    pub fn new(start: Instant) -> EventEncoder {
+        EventEncoder {
+            start,
+            last_offset: Duration::ZERO,
+            out_carry: Utf8Carry::default(),
+            in_carry: Utf8Carry::default(),
+            events: 0,
+        }
+    }
+
+    /// Event lines appended so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Appends output seen at `at` as an `o` event (nothing when `bytes` only start a UTF-8
+    /// sequence that the next read completes).
+    pub fn output(&mut self, buf: &mut Vec<u8>, bytes: &[u8], at: Instant) {
+        let text = self.out_carry.decode(bytes);
+        if !text.is_empty() {
+            self.event(buf, "o", &text, at);
+        }
+    }
+
+    /// Appends input seen at `at` as an `i` event, likewise.
+    pub fn input(&mut self, buf: &mut Vec<u8>, bytes: &[u8], at: Instant) {
+        let text = self.in_carry.decode(bytes);
+        if !text.is_empty() {
+            self.event(buf, "i", &text, at);
+        }
+    }
+
+    /// The streams ended: a sequence still carried can never complete and is written as
+    /// U+FFFD (output first, then input).
+    pub fn finish(&mut self, buf: &mut Vec<u8>, at: Instant) {
+        let tail = self.out_carry.finish();
+        if !tail.is_empty() {
+            self.event(buf, "o", &tail, at);
+        }
+        let tail = self.in_carry.finish();
+        if !tail.is_empty() {
+            self.event(buf, "i", &tail, at);
+        }
+    }
+
+    /// Appends any event (`m`, `r`, `x`, ...) with `data` as its text.
+    pub fn event(&mut self, buf: &mut Vec<u8>, code: &str, data: &str, at: Instant) {
+        let offset = at
+            .saturating_duration_since(self.start)
+            .max(self.last_offset);
+        self.last_offset = offset;
+        write_event(buf, offset.as_secs_f64(), code, data);
+        self.events += 1;
+    }
+}
+
+/// Appends one event line, `[time, "code", "data"]\n` with the time to 6 decimals.
+pub(super) fn write_event(buf: &mut Vec<u8>, t: f64, code: &str, data: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(buf, "[{t:.6}, ");
+    write_json_str(buf, code);
+    buf.extend_from_slice(b", ");
+    write_json_str(buf, data);
+    buf.extend_from_slice(b"]\n");
+}
