@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use super::json::write_json_str;
+use super::json::{write_json_str, write_text};
 use super::utf8::Utf8Carry;
 
 /// Encodes one recording's events, in order, as `[time, "code", "data"]\n` lines.
@@ -45,42 +45,69 @@ impl EventEncoder {
     /// Appends output seen at `at` as an `o` event (nothing when `bytes` only start a UTF-8
     /// sequence that the next read completes).
     pub fn output(&mut self, buf: &mut Vec<u8>, bytes: &[u8], at: Instant) {
-        let text = self.out_carry.decode(bytes);
-        if !text.is_empty() {
-            self.event(buf, "o", &text, at);
-        }
+        let offset = self.offset(at);
+        let line = buf.len();
+        write_head(buf, offset, "o");
+        let text = buf.len();
+        write_text(buf, &mut self.out_carry, bytes);
+        self.end_text_event(buf, line, text, offset);
     }
 
     /// Appends input seen at `at` as an `i` event, likewise.
     pub fn input(&mut self, buf: &mut Vec<u8>, bytes: &[u8], at: Instant) {
-        let text = self.in_carry.decode(bytes);
-        if !text.is_empty() {
-            self.event(buf, "i", &text, at);
-        }
+        let offset = self.offset(at);
+        let line = buf.len();
+        write_head(buf, offset, "i");
+        let text = buf.len();
+        write_text(buf, &mut self.in_carry, bytes);
+        self.end_text_event(buf, line, text, offset);
     }
 
     /// The streams ended: a sequence still carried can never complete and is written as
     /// U+FFFD (output first, then input).
     pub fn finish(&mut self, buf: &mut Vec<u8>, at: Instant) {
-        let tail = self.out_carry.finish();
-        if !tail.is_empty() {
-            self.event(buf, "o", &tail, at);
+        if self.out_carry.finish() {
+            self.event(buf, "o", "\u{fffd}", at);
         }
-        let tail = self.in_carry.finish();
-        if !tail.is_empty() {
-            self.event(buf, "i", &tail, at);
+        if self.in_carry.finish() {
+            self.event(buf, "i", "\u{fffd}", at);
         }
     }
 
     /// Appends any event (`m`, `r`, `x`, ...) with `data` as its text.
     pub fn event(&mut self, buf: &mut Vec<u8>, code: &str, data: &str, at: Instant) {
-        let offset = at
-            .saturating_duration_since(self.start)
-            .max(self.last_offset);
+        let offset = self.offset(at);
         self.last_offset = offset;
         write_event(buf, offset.as_secs_f64(), code, data);
         self.events += 1;
     }
+
+    /// The offset of an event seen at `at`, never before the previous event's.
+    fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.start)
+            .max(self.last_offset)
+    }
+
+    /// Closes the text event begun at `line` whose text starts at `text`, or takes it back
+    /// when the text came out empty (a read that only began a UTF-8 sequence): no empty
+    /// events, and its time does not count.
+    fn end_text_event(&mut self, buf: &mut Vec<u8>, line: usize, text: usize, offset: Duration) {
+        if buf.len() == text {
+            buf.truncate(line);
+            return;
+        }
+        buf.extend_from_slice(b"\"]\n");
+        self.last_offset = offset;
+        self.events += 1;
+    }
+}
+
+/// Appends the start of an event line up to its text's opening quote: `[time, "code", "`.
+fn write_head(buf: &mut Vec<u8>, offset: Duration, code: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(buf, "[{:.6}, ", offset.as_secs_f64());
+    write_json_str(buf, code);
+    buf.extend_from_slice(b", \"");
 }
 
 /// Appends one event line, `[time, "code", "data"]\n` with the time to 6 decimals.
