@@ -3,12 +3,14 @@
 //! pushed in 32 KiB reads, as SSH channel data arrives. Every rate is MB of session output per
 //! second (not of recording bytes), so it reads directly against the data path's throughput.
 //!
-//! - `encode`: UTF-8 carry and JSON escaping into event lines ([`EventEncoder`]);
+//! - `encode`: UTF-8 carry and JSON escaping into event lines ([`EventEncoder`]), also for
+//!   text that is mostly not ASCII;
 //! - `sha256 sha2` / `sha256 ring`: the seal's running hash over the encoded lines;
 //! - `write`: the encoded lines written to a file in the gateway's batches (page cache);
 //! - `recorder`: all of it through [`Recorder`] the way the gateway's writer task drives it
-//!   (events buffered, hashed and written every [`WRITE_BYTES`]), without the final fsync and
-//!   seal, which come after the session has ended.
+//!   (events buffered, hashed and written every [`WRITE_BYTES`]). Left out: the fsyncs of the
+//!   first write (disk latency, once per recording) and the final fsync and seal, which come
+//!   after the session has ended.
 //!
 //! `cargo bench --bench record -- --warm-up-time 1 --measurement-time 5`
 
@@ -81,6 +83,15 @@ fn encode(input: &[u8], buf: &mut Vec<u8>, mut sink: impl FnMut(&[u8])) {
     buf.clear();
 }
 
+/// ~100 MB of text that is mostly not ASCII (accented words, CJK, box drawing): the escaper's
+/// UTF-8 path, measured for `encode` only.
+fn utf8_text() -> Vec<u8> {
+    const LINE: &str = "│ naïve café – 日本語のログ行 – ünïcödé ✓ │ status=ok\n";
+    let mut out = LINE.repeat(TOTAL / LINE.len() + 1).into_bytes();
+    out.truncate(TOTAL);
+    out
+}
+
 fn header() -> RecordingHeader {
     RecordingHeader {
         session_id: "bench".into(),
@@ -103,6 +114,8 @@ fn header() -> RecordingHeader {
 fn record(input: &[u8]) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut recorder = Recorder::create_deferred(dir.path(), &header()).expect("recorder");
+    // The first write fsyncs the new names: disk latency, once per recording, not CPU per byte.
+    recorder.write_pending().expect("first write");
     recorder.write_events_later();
     let t = Instant::now();
     for chunk in input.chunks(CHUNK) {
@@ -123,6 +136,15 @@ fn bench(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Bytes(TOTAL as u64));
     let mut buf = Vec::with_capacity(2 * WRITE_BYTES + 6 * CHUNK);
+    let utf8 = utf8_text();
+    group.bench_function(BenchmarkId::new("encode", "UTF-8 text"), |b| {
+        b.iter(|| {
+            let mut n = 0;
+            encode(black_box(&utf8), &mut buf, |lines| n += lines.len());
+            n
+        })
+    });
+    drop(utf8);
     for (name, input) in [("log text", log_text()), ("zeros", vec![0u8; TOTAL])] {
         let mut encoded = Vec::new();
         encode(&input, &mut buf, |lines| encoded.extend_from_slice(lines));

@@ -1,48 +1,100 @@
-//! JSON string literals for event lines, one pass over each read: UTF-8 validation (with the
-//! carry across reads) and escaping happen in the same scan, which skips sixteen bytes at a
-//! time while none of them needs a look (a byte test the compiler turns into SIMD compares).
-//! Escapes are exactly serde_json's (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, otherwise
-//! `\u00xx`), so recordings read the same byte for byte as when serde_json wrote them; a run
-//! of NULs (`\u0000` each, the only JSON spelling of U+0000) is written by doubling copies
-//! rather than byte by byte. Output is the hot path of every recording.
+//! JSON string literals for event lines. ASCII, the bulk of most output, takes one pass that
+//! copies sixteen bytes at a time and stops only where a byte needs a look (a word-at-a-time
+//! test that also says which byte is the first to need one). From the first byte that is not
+//! ASCII on, the rest of the read is checked as UTF-8 by the standard library's validator
+//! (fast on multi-byte text) and then copied the same way, stopping only for escapes. Escapes
+//! are exactly serde_json's (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, otherwise `\u00xx`), so
+//! recordings read the same byte for byte as when serde_json wrote them; a run of NULs
+//! (`\u0000` each, the only JSON spelling of U+0000) is written by doubling copies rather than
+//! byte by byte. Output is the hot path of every recording.
 
-use super::utf8::{unit, Unit, Utf8Carry, REPLACEMENT};
+use super::utf8::{Utf8Carry, REPLACEMENT};
 
-/// Bytes examined per step of the scan.
+/// Bytes examined and copied per step of the scan.
 const LANES: usize = 16;
+/// `0x0101…01`: one in every byte of a word.
+const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+/// `0x8080…80`: the high bit of every byte.
+const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
 
-/// Whether a byte needs a look: a control character or quote or backslash (escaped), or any
-/// byte of a multi-byte sequence (validated). As `i8`, bytes 0x80 and up are negative, so one
-/// signed compare covers both control characters and non-ASCII. Bitwise `|`, not `||`: no
-/// branches, so a block's test becomes a few SIMD compares.
-fn needs_look(b: u8) -> bool {
-    ((b as i8) < 0x20) | (b == b'"') | (b == b'\\')
+/// Whether a byte needs a look: a control character, quote or backslash (escaped), or, when
+/// `STOP_AT_UTF8`, any byte of a multi-byte sequence (validated).
+fn needs_look<const STOP_AT_UTF8: bool>(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || (STOP_AT_UTF8 && b >= 0x80)
 }
 
-/// Whether any byte of the block needs a look.
-fn block_needs_look(block: &[u8; LANES]) -> bool {
-    block.iter().fold(false, |any, &b| any | needs_look(b))
+/// The high bit of byte `j` (little-endian) set for the bytes of `word` that need a look. Only
+/// the lowest set bit is exact (a borrow may mark bytes above a real one), which is all the
+/// scan uses: `trailing_zeros() / 8` is the first byte that needs a look.
+fn look_bits<const STOP_AT_UTF8: bool>(word: u64) -> u64 {
+    // The classic "has a zero byte" test, exact for the lowest match.
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    let utf8 = if STOP_AT_UTF8 { word & HIGHS } else { 0 };
+    below_space
+        | utf8
+        | zero_in(word ^ (ONES * u64::from(b'"')))
+        | zero_in(word ^ (ONES * u64::from(b'\\')))
 }
 
-/// The first index from `i` on whose byte needs a look, or `bytes.len()`.
-fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
+/// Zero when no byte of the block needs a look; otherwise `trailing_zeros() / 8` is the first.
+fn look_mask<const STOP_AT_UTF8: bool>(block: &[u8; LANES]) -> u128 {
+    let (low, high) = block.split_at(8);
+    let word = |half: &[u8]| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(half);
+        look_bits::<STOP_AT_UTF8>(u64::from_le_bytes(bytes))
+    };
+    u128::from(word(low)) | (u128::from(word(high)) << 64)
+}
+
+/// Copies the bytes from `i` on into `buf` up to the first that needs a look, and returns its
+/// index (or `bytes.len()`).
+fn copy_plain<const STOP_AT_UTF8: bool>(buf: &mut Vec<u8>, bytes: &[u8], mut i: usize) -> usize {
     while let Some(block) = bytes.get(i..i + LANES) {
         let Ok(block) = <&[u8; LANES]>::try_from(block) else {
             break;
         };
-        if block_needs_look(block) {
-            break;
+        let mask = look_mask::<STOP_AT_UTF8>(block);
+        // The whole block, then back to the byte that needs a look: one fixed-size copy per
+        // block costs less than finding where each run ends and copying it by its length.
+        buf.extend_from_slice(block);
+        if mask != 0 {
+            let first = mask.trailing_zeros() as usize / 8;
+            buf.truncate(buf.len() - (LANES - first));
+            return i + first;
         }
         i += LANES;
     }
-    // Within the block that needs a look (or the last few bytes), byte by byte.
     while let Some(&b) = bytes.get(i) {
-        if needs_look(b) {
+        if needs_look::<STOP_AT_UTF8>(b) {
             return i;
         }
+        buf.push(b);
         i += 1;
     }
     i
+}
+
+/// Copies and escapes `bytes` from `i` on, up to the first byte of a multi-byte sequence when
+/// `STOP_AT_UTF8` (returning its index), else to the end (for text already known to be UTF-8).
+fn escape_run<const STOP_AT_UTF8: bool>(buf: &mut Vec<u8>, bytes: &[u8], mut i: usize) -> usize {
+    loop {
+        i = copy_plain::<STOP_AT_UTF8>(buf, bytes, i);
+        match bytes.get(i) {
+            None => return i,
+            Some(&b) if b >= 0x80 => return i,
+            Some(0) => {
+                let n = nul_run(bytes.get(i..).unwrap_or_default());
+                push_nuls(buf, n);
+                i += n;
+            }
+            Some(&b) => {
+                push_escape(buf, b);
+                i += 1;
+            }
+        }
+    }
 }
 
 /// How many NULs start `bytes`.
@@ -113,45 +165,29 @@ fn push_escape(buf: &mut Vec<u8>, b: u8) {
 /// sequence cut at the end held in `carry` for the next read (completed from its start first).
 pub(super) fn write_text(buf: &mut Vec<u8>, carry: &mut Utf8Carry, bytes: &[u8]) {
     let bytes = carry.resume(buf, bytes);
-    buf.reserve(bytes.len());
-    // Bytes from `clean` to `i` need no escape and are copied in one piece.
-    let mut clean = 0;
-    let mut i = 0;
-    loop {
-        i = skip_plain(bytes, i);
-        let Some(&b) = bytes.get(i) else {
-            break;
+    // Room for the text as it is plus a block: escapes may still grow the buffer.
+    buf.reserve(bytes.len() + LANES);
+    let mut i = escape_run::<true>(buf, bytes, 0);
+    while let Some(rest) = bytes.get(i..).filter(|rest| !rest.is_empty()) {
+        let (valid, error) = match std::str::from_utf8(rest) {
+            Ok(_) => (rest.len(), None),
+            Err(e) => (e.valid_up_to(), Some(e.error_len())),
         };
-        let rest = bytes.get(i..).unwrap_or_default();
-        if b >= 0x80 {
-            let n = match unit(rest) {
-                Unit::Char(n) => {
-                    i += n;
-                    continue;
-                }
-                Unit::Invalid(n) => n,
-                Unit::Incomplete => {
-                    buf.extend_from_slice(bytes.get(clean..i).unwrap_or_default());
-                    carry.hold(rest);
-                    return;
-                }
-            };
-            buf.extend_from_slice(bytes.get(clean..i).unwrap_or_default());
-            buf.extend_from_slice(REPLACEMENT);
-            i += n;
-        } else if b == 0 {
-            buf.extend_from_slice(bytes.get(clean..i).unwrap_or_default());
-            let n = nul_run(rest);
-            push_nuls(buf, n);
-            i += n;
-        } else {
-            buf.extend_from_slice(bytes.get(clean..i).unwrap_or_default());
-            push_escape(buf, b);
-            i += 1;
+        escape_run::<false>(buf, rest.get(..valid).unwrap_or_default(), 0);
+        i += valid;
+        match error {
+            None => return,
+            Some(Some(invalid)) => {
+                buf.extend_from_slice(REPLACEMENT);
+                i += invalid;
+            }
+            Some(None) => {
+                // Cut short at the end of the read: the next one may complete it.
+                carry.hold(rest.get(valid..).unwrap_or_default());
+                return;
+            }
         }
-        clean = i;
     }
-    buf.extend_from_slice(bytes.get(clean..).unwrap_or_default());
 }
 
 /// Appends `s` as a JSON string literal.
@@ -230,6 +266,7 @@ mod tests {
 
     #[test]
     fn units_follow_the_standard_library() {
+        use crate::record::cast::utf8::{unit, Unit};
         // Every lead byte with every interesting follower, cut at every length.
         let follow = [
             0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xf5, 0xff,
@@ -299,14 +336,31 @@ mod tests {
     }
 
     #[test]
-    fn the_look_test_is_exact() {
+    fn the_word_test_finds_the_first_byte_that_needs_a_look() {
+        let first = |block: &[u8; LANES]| match look_mask::<true>(block) {
+            0 => None,
+            mask => Some(mask.trailing_zeros() as usize / 8),
+        };
         for b in 0u8..=0xff {
             let want = !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\';
-            assert_eq!(needs_look(b), want, "{b:#x}");
+            assert_eq!(needs_look::<true>(b), want, "{b:#x}");
+            assert_eq!(needs_look::<false>(b), want && b < 0x80, "{b:#x}");
             for pos in 0..LANES {
                 let mut block = [b'a'; LANES];
                 block[pos] = b;
-                assert_eq!(block_needs_look(&block), want, "{b:#x} at {pos}");
+                assert_eq!(first(&block), want.then_some(pos), "{b:#x} at {pos}");
+                // Whatever follows the first one (borrows run upward) does not move it.
+                for after in [0x00, 0x1f, 0x20, 0x21, 0x22, 0x5c, 0x7f, 0x80, 0xff] {
+                    let mut block = [b'a'; LANES];
+                    block[pos] = b;
+                    block[(pos + 1)..].fill(after);
+                    let want = block.iter().position(|&b| needs_look::<true>(b));
+                    assert_eq!(first(&block), want, "{b:#x} at {pos}, then {after:#x}");
+                    let mask = look_mask::<false>(&block);
+                    let want = block.iter().position(|&b| needs_look::<false>(b));
+                    let got = (mask != 0).then(|| mask.trailing_zeros() as usize / 8);
+                    assert_eq!(got, want, "{b:#x} at {pos}, then {after:#x}, UTF-8 known");
+                }
             }
         }
     }

@@ -1,8 +1,8 @@
 //! UTF-8 across reads: recordings hold text, output arrives as bytes cut anywhere. This module
-//! reads one UTF-8 sequence at a time with exactly the standard library's rules (so invalid
-//! bytes become the same U+FFFD as `String::from_utf8_lossy` would make of them) and carries a
-//! sequence cut at the end of one read to the next. The scan over whole reads is in `json.rs`,
-//! which validates and escapes in one pass.
+//! carries a sequence cut at the end of one read to the next and completes it from the next
+//! read's first bytes, reading it with exactly the standard library's rules (so invalid bytes
+//! become the same U+FFFD as `String::from_utf8_lossy` would make of them). Whole reads are
+//! validated and escaped in `json.rs`.
 
 /// U+FFFD REPLACEMENT CHARACTER, UTF-8 encoded: what bytes that can never be UTF-8 become.
 pub(super) const REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
