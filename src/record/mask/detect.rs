@@ -7,6 +7,7 @@
 
 use regex::bytes::Regex;
 
+use super::prefilter::Kinds;
 use super::Span;
 
 /// Kind of a private key block; it is handled by the masker's block state, not as a span.
@@ -27,6 +28,27 @@ pub const BUILTIN_KINDS: &[&str] = &[
     "password",
     "card",
     "iban",
+];
+
+/// Fixed strings that every match of a detector contains, with its kind: the candidate finder
+/// looks for these and runs the detector only on lines that hold one. Each pattern below must
+/// keep its string (the prefilter tests compare against running every detector everywhere).
+pub(super) const ANCHORS: &[(&str, &str)] = &[
+    ("-----BEGIN ", PRIVATE_KEY),
+    ("AKIA", "aws-access-key"),
+    ("ASIA", "aws-access-key"),
+    ("ghp_", "github-token"),
+    ("gho_", "github-token"),
+    ("ghu_", "github-token"),
+    ("ghs_", "github-token"),
+    ("ghr_", "github-token"),
+    ("github_pat_", "github-token"),
+    ("glpat-", "gitlab-token"),
+    ("xox", "slack-token"),
+    ("sk_live_", "stripe-key"),
+    ("rk_live_", "stripe-key"),
+    ("eyJ", "jwt"),
+    ("://", "db-password"),
 ];
 
 /// Start of a private key block (PEM, OpenSSH, PKCS#8, PGP armour).
@@ -62,6 +84,9 @@ pub(super) struct Detector {
     pub(super) group: Group,
     /// Confirmation applied to each candidate.
     pub(super) check: Check,
+    /// Its family for the candidate finder: the detector runs only on lines where a
+    /// candidate of this family was found.
+    pub(super) kinds: Kinds,
 }
 
 /// Which part of a regex match to mask.
@@ -390,6 +415,11 @@ const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
     (b"VG", 24),
     (b"XK", 20),
 ];
+
+/// Whether `code` is a country with IBANs (the [`iban`] check fails for any other).
+pub(super) fn iban_country(code: &[u8]) -> bool {
+    IBAN_LENGTHS.iter().any(|(c, _)| c.as_slice() == code)
+}
 
 /// IBAN: exactly the country's length of alphanumerics (single spaces allowed between them),
 /// not followed by another alphanumeric, with a mod-97 remainder of 1.
