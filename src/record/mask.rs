@@ -18,6 +18,7 @@
 //! (the config layer does) and it is not a terminal emulator (cursor tricks are not replayed).
 
 mod ansi;
+mod card;
 mod detect;
 mod prefilter;
 #[cfg(test)]
