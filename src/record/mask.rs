@@ -26,6 +26,7 @@ mod scan_tests;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod windows;
 
 use std::time::Duration;
 

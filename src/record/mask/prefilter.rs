@@ -7,9 +7,8 @@
 //!   `ghp_`, `-----BEGIN `, `://`, ...), found by the regex crate's literal searcher;
 //! - the key words of `key=value` assignments (`pass`, `secret`, `token`, `key`, `_pwd`, any
 //!   case), kept only when an `=` or `:` follows the word;
-//! - windows for card numbers and IBANs, which have no fixed string: a run of at least 13
-//!   bytes of digits and capitals with single separators, probed one byte in 13 so ordinary
-//!   text is skipped, then checked for 13 digits or a known IBAN country at a word boundary;
+//! - windows for card numbers and IBANs, which have no fixed string (see `windows`): runs of
+//!   at least 13 bytes of digits, capitals and single separators, probed one byte in 13;
 //! - custom rules, through the union of their regexes (fast when they start with a literal, a
 //!   full scan of that target's output when they do not).
 //!
@@ -18,7 +17,8 @@
 
 use regex::bytes::Regex;
 
-use super::detect::{self, ANCHORS, BUILTIN_KINDS, PRIVATE_KEY};
+use super::detect::{ANCHORS, BUILTIN_KINDS, PRIVATE_KEY};
+use super::windows;
 
 /// A set of detector families: bit `i` is `BUILTIN_KINDS[i]`, [`CUSTOM`] every custom rule.
 pub(super) type Kinds = u32;
@@ -33,10 +33,6 @@ pub(super) fn kind_bit(kind: &str) -> Kinds {
         .position(|k| *k == kind)
         .map_or(0, |i| 1 << i)
 }
-
-/// The shortest span a card number (13 digits) or an IBAN (15 characters) can cover, and so
-/// the probing stride of the window finder.
-const MIN_WINDOW: usize = 13;
 
 /// Key words, one of which every assignment detector's key contains (`password`, `passwd`,
 /// `passphrase`, `DB_PASS`, `client_secret`, `aws_secret_access_key`, `GITHUB_TOKEN`,
@@ -214,44 +210,13 @@ impl Prefilter {
         if self.card | self.iban == 0 {
             return None;
         }
-        let mut probe = from + MIN_WINDOW - 1;
-        while let Some(&c) = text.get(probe) {
-            // A probe outside every window: no window of MIN_WINDOW bytes covers it, and the
-            // next probe is the last byte such a window starting after it could reach.
-            let k = class(c);
-            let inside = k & ALNUM != 0
-                || (k == SEP && alnum_at(text, probe.wrapping_sub(1)) && alnum_at(text, probe + 1));
-            if !inside {
-                probe += MIN_WINDOW;
-                continue;
-            }
-            let w = Window::around(text, probe);
-            let mut kinds = 0;
-            if w.end - w.start >= MIN_WINDOW {
-                let (digits, capitals) = w.counts(text);
-                if self.card != 0 && digits >= 13 && card_window(text, w.start, w.end) {
-                    kinds |= self.card;
-                }
-                if self.iban != 0
-                    && capitals >= 2
-                    && digits + capitals >= 15
-                    && iban_window(text, w.start, w.end)
-                {
-                    kinds |= self.iban;
-                }
-            }
-            if kinds != 0 {
-                return Some(Hit {
-                    start: w.start,
-                    end: w.end,
-                    kinds,
-                    resume: w.end,
-                });
-            }
-            // Byte `w.end` ends the window, so the next one starts after it.
-            probe = w.end + MIN_WINDOW;
-        }
-        None
+        let w = windows::find(text, from, self.card != 0, self.iban != 0)?;
+        Some(Hit {
+            start: w.start,
+            end: w.end,
+            kinds: if w.card { self.card } else { 0 } | if w.iban { self.iban } else { 0 },
+            resume: w.end,
+        })
     }
 }
 
@@ -325,194 +290,6 @@ impl Candidates<'_> {
         }
         kinds
     }
-}
-
-/// Class bit of a decimal digit.
-const DIGIT: u8 = 1;
-/// Class bit of an ASCII capital.
-const CAPITAL: u8 = 2;
-/// Either of the above: what windows are made of.
-const ALNUM: u8 = DIGIT | CAPITAL;
-/// Class of a single separator inside a window (space between IBAN groups, space or dash
-/// between card digit groups).
-const SEP: u8 = 4;
-
-/// The window class of every byte value: one load per byte examined instead of a chain of
-/// range tests (the window finder's loops run on a good part of every log line).
-static CLASSES: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        t[i] = if c.is_ascii_digit() {
-            DIGIT
-        } else if c.is_ascii_uppercase() {
-            CAPITAL
-        } else if c == b' ' || c == b'-' {
-            SEP
-        } else {
-            0
-        };
-        i += 1;
-    }
-    t
-};
-
-fn class(c: u8) -> u8 {
-    CLASSES.get(usize::from(c)).copied().unwrap_or(0)
-}
-
-/// The class of `text[i]`, 0 outside the text.
-fn class_at(text: &[u8], i: usize) -> u8 {
-    text.get(i).map_or(0, |&c| class(c))
-}
-
-fn alnum_at(text: &[u8], i: usize) -> bool {
-    class_at(text, i) & ALNUM != 0
-}
-
-fn digit_at(text: &[u8], i: usize) -> bool {
-    class_at(text, i) == DIGIT
-}
-
-/// A maximal run of digits and capitals with single separators between them: the only kind
-/// of text a card number or an IBAN fits in.
-#[derive(Debug)]
-struct Window {
-    /// First byte (a digit or capital).
-    start: usize,
-    /// One past the last byte (a digit or capital); the byte here is not part of any window.
-    end: usize,
-}
-
-impl Window {
-    /// The window holding `probe` (a digit, a capital, or a separator between two of them).
-    fn around(text: &[u8], probe: usize) -> Window {
-        let mut end = probe;
-        loop {
-            let k = class_at(text, end);
-            if k & ALNUM != 0 {
-                end += 1;
-            } else if k == SEP && alnum_at(text, end + 1) {
-                end += 2;
-            } else {
-                break;
-            }
-        }
-        let mut start = probe;
-        loop {
-            let k = class_at(text, start.wrapping_sub(1));
-            if k & ALNUM != 0 {
-                start -= 1;
-            } else if k == SEP && alnum_at(text, start.wrapping_sub(2)) {
-                start -= 2;
-            } else {
-                break;
-            }
-        }
-        Window { start, end }
-    }
-
-    /// Digits and capitals in it.
-    fn counts(&self, text: &[u8]) -> (usize, usize) {
-        let bytes = text.get(self.start..self.end).unwrap_or_default();
-        bytes.iter().fold((0, 0), |(d, k), &c| {
-            let c = class(c);
-            (d + usize::from(c == DIGIT), k + usize::from(c == CAPITAL))
-        })
-    }
-}
-
-/// A byte the regex crate's ASCII `\w` matches.
-fn is_word(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
-}
-
-/// Whether `text[i]` starts a word (`\b` before a word byte).
-fn word_start(text: &[u8], i: usize) -> bool {
-    i.checked_sub(1)
-        .and_then(|p| text.get(p))
-        .is_none_or(|&c| !is_word(c))
-}
-
-/// Whether the window holds a place where the card regex can start: a digit 2–6 at a word
-/// boundary with at least 13 digits from it to the end of its digit run (digits with single
-/// separators; a capital ends the run).
-fn card_window(text: &[u8], start: usize, end: usize) -> bool {
-    let digit_at = |i: usize| i < end && digit_at(text, i);
-    let mut i = start;
-    while i < end {
-        if !digit_at(i) {
-            i += 1;
-            continue;
-        }
-        let run = i;
-        let mut total = 0;
-        let mut j = i;
-        while j < end {
-            if digit_at(j) {
-                total += 1;
-            } else if !(class_at(text, j) == SEP && digit_at(j + 1)) {
-                break;
-            }
-            j += 1;
-        }
-        let mut before = 0;
-        for p in run..j {
-            if total - before < 13 {
-                break;
-            }
-            let Some(&c) = text.get(p) else { break };
-            if class(c) != DIGIT {
-                continue;
-            }
-            let boundary = if p == run {
-                word_start(text, p)
-            } else {
-                class_at(text, p - 1) == SEP
-            };
-            if boundary && (b'2'..=b'6').contains(&c) {
-                return true;
-            }
-            before += 1;
-        }
-        i = j.max(i + 1);
-    }
-    false
-}
-
-/// Whether the window holds a place where the IBAN regex can start and its check can pass:
-/// a known country code at a word boundary, two digits, then at least 11 more digits or
-/// capitals with single spaces.
-fn iban_window(text: &[u8], start: usize, end: usize) -> bool {
-    let alnum_in = |i: usize| i < end && alnum_at(text, i);
-    for s in start..end.saturating_sub(3) {
-        if class_at(text, s) != CAPITAL
-            || class_at(text, s + 1) != CAPITAL
-            || class_at(text, s + 2) != DIGIT
-            || class_at(text, s + 3) != DIGIT
-            || !word_start(text, s)
-            || !text.get(s..s + 2).is_some_and(detect::iban_country)
-        {
-            continue;
-        }
-        let mut n = 0;
-        let mut k = s + 4;
-        while n < 11 && k < end {
-            if alnum_in(k) {
-                n += 1;
-                k += 1;
-            } else if text.get(k) == Some(&b' ') && alnum_in(k + 1) {
-                k += 1;
-            } else {
-                break;
-            }
-        }
-        if n >= 11 {
-            return true;
-        }
-    }
-    false
 }
 
 /// Past the characters an assignment key may continue with after its key word.
