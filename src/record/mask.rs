@@ -18,10 +18,15 @@
 //! (the config layer does) and it is not a terminal emulator (cursor tricks are not replayed).
 
 mod ansi;
+mod card;
 mod detect;
+mod prefilter;
+#[cfg(test)]
+mod scan_tests;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod windows;
 
 use std::time::Duration;
 
@@ -30,6 +35,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
 use detect::{Check, Detector, PEM_BEGIN, PEM_END, PRIVATE_KEY};
+use prefilter::{kind_bit, Kinds, Prefilter, CUSTOM};
 
 pub use detect::BUILTIN_KINDS;
 pub use stream::Masker;
@@ -148,9 +154,9 @@ pub fn validate(settings: &MaskSettings) -> Result<(), MaskError> {
 pub struct MaskRules {
     /// Span detectors in priority order (index = priority, lower wins on overlap).
     detectors: Vec<Detector>,
-    /// Union of every detector and the key-block start: output without a match passes with
-    /// one scan, the rest is examined line by line.
-    any: Option<Regex>,
+    /// Finds the lines that may hold a secret and which detectors to run there: output
+    /// without a candidate passes after a few vectorised or strided scans.
+    prefilter: Prefilter,
     /// Start of a private key block; `None` when `private-key` is disabled.
     key_begin: Option<Regex>,
     /// End of a private key block.
@@ -178,8 +184,9 @@ impl MaskRules {
             }
         }
         let mut detectors = Vec::new();
-        let mut sources = Vec::new();
+        let mut custom_sources = Vec::new();
         let on = |kind: &str| settings.enabled && !settings.disable.iter().any(|d| d == kind);
+        let mut enabled: Kinds = 0;
         for &kind in BUILTIN_KINDS {
             let Some((pattern, check)) = detect::builtin_pattern(kind) else {
                 continue;
@@ -196,8 +203,9 @@ impl MaskRules {
                 group: detect::Group::FirstParticipating,
                 regex,
                 check,
+                kinds: kind_bit(kind),
             });
-            sources.push(pattern);
+            enabled |= kind_bit(kind);
         }
         let mut seen: Vec<&str> = Vec::new();
         for rule in &settings.rules {
@@ -237,8 +245,9 @@ impl MaskRules {
                     regex,
                     group,
                     check: Check::Plain,
+                    kinds: CUSTOM,
                 });
-                sources.push(rule.regex.clone());
+                custom_sources.push(rule.regex.clone());
             }
         }
         let key_on = on(PRIVATE_KEY);
@@ -251,22 +260,22 @@ impl MaskRules {
                 rule: PRIVATE_KEY.to_owned(),
                 source,
             })?;
-            sources.push(PEM_BEGIN.to_owned());
+            enabled |= kind_bit(PRIVATE_KEY);
             (Some(begin), Some(end))
         } else {
             (None, None)
         };
-        let any = if sources.is_empty() {
+        let combined = |source| MaskError::BadRegex {
+            rule: "(all rules combined)".to_owned(),
+            source,
+        };
+        let custom = if custom_sources.is_empty() {
             None
         } else {
-            let union: Vec<String> = sources.iter().map(|s| format!("(?:{s})")).collect();
-            Some(
-                build(&union.join("|")).map_err(|source| MaskError::BadRegex {
-                    rule: "(all rules combined)".to_owned(),
-                    source,
-                })?,
-            )
+            let union: Vec<String> = custom_sources.iter().map(|s| format!("(?:{s})")).collect();
+            Some(build(&union.join("|")).map_err(combined)?)
         };
+        let prefilter = Prefilter::new(enabled, custom).map_err(combined)?;
         let mut partials = Vec::new();
         for (kind, pattern) in detect::partial_patterns() {
             let Some(index) = detectors.iter().position(|d| d.kind == kind) else {
@@ -280,7 +289,7 @@ impl MaskRules {
         }
         Ok(MaskRules {
             detectors,
-            any,
+            prefilter,
             key_begin,
             key_end,
             partials,
@@ -297,7 +306,7 @@ impl MaskRules {
                 tracing::error!(error = %e, "built-in masking rules failed to compile");
                 MaskRules {
                     detectors: Vec::new(),
-                    any: None,
+                    prefilter: Prefilter::empty(),
                     key_begin: None,
                     key_end: None,
                     partials: Vec::new(),
@@ -308,7 +317,7 @@ impl MaskRules {
 
     /// Whether any detector is on (an all-off rule set passes bytes straight through).
     pub fn is_active(&self) -> bool {
-        self.any.is_some()
+        !self.detectors.is_empty() || self.key_begin.is_some()
     }
 
     fn kind(&self, det: usize) -> &str {
@@ -320,25 +329,30 @@ impl MaskRules {
     /// Finds secret spans in `text` (merged, sorted) and the first key-block BEGIN line.
     /// Spans after the BEGIN line are not looked for.
     fn scan(&self, text: &[u8], spans: &mut Vec<Span>) -> Option<(usize, usize)> {
-        let any = self.any.as_ref()?;
+        let mut candidates = self.prefilter.candidates(text);
         let mut at = 0;
         let mut begin = None;
-        while let Some(m) = any.find_at(text, at) {
-            let head = text.get(..m.start()).unwrap_or_default();
+        while let Some(first) = candidates.first_from(at) {
+            let head = text.get(..first.start).unwrap_or_default();
             let line_start = memrchr(b'\n', head).map_or(0, |p| p + 1);
-            let tail = text.get(m.start()..).unwrap_or_default();
+            let tail = text.get(first.start..).unwrap_or_default();
             let line_end = memchr(b'\n', tail)
-                .map_or(text.len(), |p| m.start() + p)
-                .max(m.end());
+                .map_or(text.len(), |p| first.start + p)
+                .max(first.end);
+            let kinds = candidates.kinds_before(line_end.max(first.start + 1));
             let line = text.get(line_start..line_end).unwrap_or_default();
             for (index, d) in self.detectors.iter().enumerate() {
-                d.find(line, line_start, index, spans);
+                if d.kinds & kinds != 0 {
+                    d.find(line, line_start, index, spans);
+                }
             }
-            if let Some(b) = self.key_begin.as_ref().and_then(|r| r.find(line)) {
-                begin = Some((line_start + b.start(), line_start + b.end()));
-                break;
+            if kinds & self.prefilter.key_block != 0 {
+                if let Some(b) = self.key_begin.as_ref().and_then(|r| r.find(line)) {
+                    begin = Some((line_start + b.start(), line_start + b.end()));
+                    break;
+                }
             }
-            at = line_end + 1;
+            at = (line_end + 1).max(at + 1);
             if at > text.len() {
                 break;
             }

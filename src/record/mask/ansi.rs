@@ -1,9 +1,11 @@
 //! Terminal escape sequences, seen from the masker's side: how long one is, and a copy of a
-//! byte buffer with all of them removed (plus where each remaining byte came from).
+//! byte buffer with all of them removed (plus where the removed ones were).
 //!
 //! PTY output can interleave colour codes inside a secret (`AKIA\x1b[31mIOSF...`); detectors
 //! match on the stripped text so such a secret is still seen. This is not a terminal emulator:
 //! cursor movement and overwriting are not replayed.
+
+use memchr::memchr;
 
 /// Longest CSI sequence we accept; anything longer is treated as a lone ESC so that a
 /// stray ESC cannot hide kilobytes of text from the detectors.
@@ -71,34 +73,42 @@ pub(super) fn escape_len(b: &[u8], i: usize) -> usize {
     }
 }
 
-/// `b` without escape sequences, and for each kept byte its index in `b`.
-pub(super) fn strip(b: &[u8]) -> (Vec<u8>, Vec<usize>) {
-    let mut text = Vec::with_capacity(b.len());
-    let mut map = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == ESC {
-            i += escape_len(b, i);
-        } else {
-            text.push(c);
-            map.push(i);
-            i += 1;
-        }
+/// Where the escapes of a stripped buffer were: for each, the position in the stripped text
+/// it preceded and the number of bytes removed up to and including it. A few entries per line
+/// of coloured output instead of one index per byte.
+#[derive(Debug, Default)]
+pub(super) struct Removed(Vec<(usize, usize)>);
+
+impl Removed {
+    /// Index in the original buffer of byte `i` of the stripped text.
+    pub(super) fn original(&self, i: usize) -> usize {
+        let before = self.0.partition_point(|&(at, _)| at <= i);
+        let shift = before
+            .checked_sub(1)
+            .and_then(|k| self.0.get(k))
+            .map_or(0, |&(_, total)| total);
+        i + shift
     }
-    (text, map)
 }
 
-/// Appends `b` with escape sequences removed.
-pub(super) fn strip_into(b: &[u8], out: &mut Vec<u8>) {
+/// Appends `b` to `out` with escape sequences removed, and returns where they were.
+pub(super) fn strip_into(b: &[u8], out: &mut Vec<u8>) -> Removed {
+    let base = out.len();
+    let mut removed = Removed::default();
+    let mut total = 0;
     let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == ESC {
-            i += escape_len(b, i);
-        } else {
-            out.push(c);
-            i += 1;
-        }
+    while let Some(rest) = b.get(i..) {
+        let Some(p) = memchr(ESC, rest) else {
+            out.extend_from_slice(rest);
+            break;
+        };
+        out.extend_from_slice(rest.get(..p).unwrap_or_default());
+        let n = escape_len(b, i + p);
+        total += n;
+        removed.0.push((out.len() - base, total));
+        i += p + n;
     }
+    removed
 }
 
 #[cfg(test)]
@@ -119,8 +129,14 @@ mod tests {
 
     #[test]
     fn strips_and_maps() {
-        let (t, m) = strip(b"ab\x1b[31mcd\x1b[0m");
+        let mut t = Vec::new();
+        let removed = strip_into(b"ab\x1b[31mcd\x1b[0m", &mut t);
         assert_eq!(t, b"abcd");
+        let m: Vec<usize> = (0..t.len()).map(|i| removed.original(i)).collect();
         assert_eq!(m, vec![0, 1, 7, 8]);
+        let mut t = b"ctx".to_vec();
+        let removed = strip_into(b"\x1b[1m\x1b[0mx\x1b[3", &mut t);
+        assert_eq!(t, b"ctxx");
+        assert_eq!(removed.original(0), 8);
     }
 }

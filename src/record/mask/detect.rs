@@ -1,12 +1,16 @@
-//! The detectors: one regex per kind of secret, the checksums that keep them honest (Luhn for
-//! cards, mod-97 for IBANs, a junk filter for `password=` values), and the combined pre-filter
-//! that lets text without any candidate pass with a single scan.
+//! The detectors: one regex per kind of secret, the checksums that keep them honest (mod-97
+//! for IBANs, a junk filter for `password=` values; cards have their own module), and the fixed
+//! strings the candidate finder (`prefilter`) looks for so the detectors run on few lines.
 //!
 //! Everything here works on text already stripped of terminal escapes and knows nothing of
 //! streaming; `super` (the masker) decides what may be released and when.
 
 use regex::bytes::Regex;
 
+use super::card;
+#[cfg(test)]
+pub(super) use super::card::luhn;
+use super::prefilter::Kinds;
 use super::Span;
 
 /// Kind of a private key block; it is handled by the masker's block state, not as a span.
@@ -27,6 +31,27 @@ pub const BUILTIN_KINDS: &[&str] = &[
     "password",
     "card",
     "iban",
+];
+
+/// Fixed strings that every match of a detector contains, with its kind: the candidate finder
+/// looks for these and runs the detector only on lines that hold one. Each pattern below must
+/// keep its string (the prefilter tests compare against running every detector everywhere).
+pub(super) const ANCHORS: &[(&str, &str)] = &[
+    ("-----BEGIN ", PRIVATE_KEY),
+    ("AKIA", "aws-access-key"),
+    ("ASIA", "aws-access-key"),
+    ("ghp_", "github-token"),
+    ("gho_", "github-token"),
+    ("ghu_", "github-token"),
+    ("ghs_", "github-token"),
+    ("ghr_", "github-token"),
+    ("github_pat_", "github-token"),
+    ("glpat-", "gitlab-token"),
+    ("xox", "slack-token"),
+    ("sk_live_", "stripe-key"),
+    ("rk_live_", "stripe-key"),
+    ("eyJ", "jwt"),
+    ("://", "db-password"),
 ];
 
 /// Start of a private key block (PEM, OpenSSH, PKCS#8, PGP armour).
@@ -56,12 +81,16 @@ pub(super) enum Check {
 pub(super) struct Detector {
     /// Label in `[MASKED:kind]` and in the counts.
     pub(super) kind: String,
-    /// Finds candidates; capture groups, when present, delimit the part to mask.
+    /// Finds candidates; capture groups, when present, delimit the part to mask. For cards it
+    /// is the specification that `card::matches` follows (and is tested against).
     pub(super) regex: Regex,
     /// Which part of a match is the secret (value-only masking uses a group).
     pub(super) group: Group,
     /// Confirmation applied to each candidate.
     pub(super) check: Check,
+    /// Its family for the candidate finder: the detector runs only on lines where a
+    /// candidate of this family was found.
+    pub(super) kinds: Kinds,
 }
 
 /// Which part of a regex match to mask.
@@ -89,6 +118,11 @@ impl Detector {
                 }
             }
         };
+        if self.check == Check::Card {
+            // The card regex's matches, found without the regex engine (see `card`).
+            card::matches(line, push);
+            return;
+        }
         match self.group {
             Group::Whole => {
                 for m in self.regex.find_iter(line) {
@@ -184,7 +218,7 @@ pub(super) fn confirm(
 ) -> Option<(usize, usize)> {
     match check {
         Check::Plain => Some((start, end)),
-        Check::Card => card(text, start, end),
+        Check::Card => card::confirm(text, start, end),
         Check::Iban => iban(text, start, end),
         Check::Assignment => {
             let value = text.get(start..end)?;
@@ -230,84 +264,6 @@ pub(super) fn plausible_value(v: &[u8]) -> bool {
         "bool",
     ];
     !JUNK.iter().any(|j| j.as_bytes().eq_ignore_ascii_case(v))
-}
-
-/// Card numbers: the longest prefix at a group boundary with 13–19 digits that passes Luhn,
-/// with one kind of separator and groups of 3–6 digits, not part of a decimal number.
-fn card(text: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
-    // A fraction (`3.14159...`) is not a card.
-    if start >= 2
-        && text.get(start - 1) == Some(&b'.')
-        && text.get(start - 2).is_some_and(u8::is_ascii_digit)
-    {
-        return None;
-    }
-    let span = text.get(start..end)?;
-    let sep = span.iter().copied().find(|c| !c.is_ascii_digit());
-    if let Some(s) = sep {
-        if span.iter().any(|&c| !c.is_ascii_digit() && c != s) {
-            return None;
-        }
-    }
-    // Candidate ends: every group boundary and the end, longest first.
-    let mut ends: Vec<usize> = span
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| !c.is_ascii_digit())
-        .map(|(i, _)| i)
-        .collect();
-    ends.push(span.len());
-    for &e in ends.iter().rev() {
-        let digits: Vec<u8> = span
-            .iter()
-            .take(e)
-            .filter(|c| c.is_ascii_digit())
-            .map(|c| c - b'0')
-            .collect();
-        if !(13..=19).contains(&digits.len()) {
-            continue;
-        }
-        let prefix = span.get(..e).unwrap_or_default();
-        let grouped = sep.is_none_or(|s| {
-            prefix
-                .split(|&c| c == s)
-                .all(|g| (3..=6).contains(&g.len()))
-        });
-        if !grouped {
-            continue;
-        }
-        let after = text.get(start + e..start + e + 2).unwrap_or_default();
-        if after.first() == Some(&b'.') && after.get(1).is_some_and(u8::is_ascii_digit) {
-            return None;
-        }
-        if luhn(&digits) {
-            return Some((start, start + e));
-        }
-    }
-    None
-}
-
-/// Luhn checksum over digit values.
-pub(super) fn luhn(digits: &[u8]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            let d = u32::from(d);
-            if i % 2 == 1 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
 }
 
 /// IBAN lengths per country (ISO 13616 registry).
@@ -391,6 +347,11 @@ const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
     (b"XK", 20),
 ];
 
+/// Whether `code` is a country with IBANs (the [`iban`] check fails for any other).
+pub(super) fn iban_country(code: &[u8]) -> bool {
+    IBAN_LENGTHS.iter().any(|(c, _)| c.as_slice() == code)
+}
+
 /// IBAN: exactly the country's length of alphanumerics (single spaces allowed between them),
 /// not followed by another alphanumeric, with a mod-97 remainder of 1.
 fn iban(text: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
@@ -442,14 +403,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn luhn_known() {
-        let d = |s: &str| s.bytes().map(|c| c - b'0').collect::<Vec<_>>();
-        assert!(luhn(&d("4111111111111111")));
-        assert!(luhn(&d("378282246310005")));
-        assert!(!luhn(&d("4111111111111112")));
-    }
-
-    #[test]
     fn iban_known() {
         let t = b"DE89370400440532013000";
         assert_eq!(iban(t, 0, t.len()), Some((0, 22)));
@@ -457,14 +410,6 @@ mod tests {
         assert_eq!(iban(t, 0, 30), Some((0, 27)));
         let t = b"DE89370400440532013001";
         assert_eq!(iban(t, 0, t.len()), None);
-    }
-
-    #[test]
-    fn card_grouping() {
-        let t = b"4111 1111 1111 1111 22";
-        assert_eq!(card(t, 0, t.len()), Some((0, 19)));
-        let t = b"1.4111111111111111";
-        assert_eq!(card(t, 2, t.len()), None);
     }
 
     #[test]

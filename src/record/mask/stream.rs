@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use memchr::{memchr, memrchr};
 
-use super::ansi::{escape_len, strip, strip_into, ESC};
+use super::ansi::{escape_len, strip_into, Removed, ESC};
 use super::detect::PRIVATE_KEY;
 use super::{MaskMode, MaskRules, Span, BLOCK_CARRY, CONTEXT, MAX_HOLD, MAX_KEY_BLOCK};
 
@@ -47,8 +47,8 @@ struct KeyBlock {
 struct View<'a> {
     /// The text detectors run on.
     text: Cow<'a, [u8]>,
-    /// For each held byte kept in `text`, its index in the held bytes (`None`: identity).
-    map: Option<Vec<usize>>,
+    /// Where escapes were removed from the held bytes (`None`: none were).
+    map: Option<Removed>,
     /// Length of the context prefix of `text`.
     context: usize,
     /// Number of held bytes.
@@ -66,11 +66,10 @@ impl<'a> View<'a> {
                 raw_len: raw.len(),
             };
         }
-        let mut text = context.to_vec();
+        let mut text = Vec::with_capacity(context.len() + raw.len());
+        text.extend_from_slice(context);
         let map = if escapes {
-            let (t, m) = strip(raw);
-            text.extend_from_slice(&t);
-            Some(m)
+            Some(strip_into(raw, &mut text))
         } else {
             text.extend_from_slice(raw);
             None
@@ -87,7 +86,8 @@ impl<'a> View<'a> {
         let j = i.saturating_sub(self.context);
         match &self.map {
             None => j,
-            Some(m) => m.get(j).copied().unwrap_or(self.raw_len),
+            Some(_) if j >= self.text.len() - self.context => self.raw_len,
+            Some(m) => m.original(j),
         }
     }
 
@@ -107,6 +107,15 @@ impl<'a> View<'a> {
             continued,
         })
     }
+}
+
+/// What [`Masker::release`] left for its caller.
+#[derive(Debug)]
+enum Step {
+    /// This many bytes were released; the rest is held.
+    Keep(usize),
+    /// A key block began; these bytes follow its BEGIN line and nothing is held.
+    Block(Vec<u8>),
 }
 
 /// A span in held bytes.
@@ -170,16 +179,48 @@ impl Masker {
     }
 
     fn run(&mut self, chunk: &[u8], last: bool, out: &mut Vec<u8>) {
+        let mut chunk = chunk;
+        // Complete the held line with the chunk's first line on its own, so that the rest of
+        // the chunk is scanned where it lies instead of being copied behind the held bytes.
+        // Lines are masked independently, so the output is the same.
+        if !self.held.is_empty() && self.block.is_none() {
+            if let Some(nl) = memchr(b'\n', chunk) {
+                let (first, rest) = chunk.split_at(nl + 1);
+                self.feed(first, false, out);
+                chunk = rest;
+            }
+        }
+        self.feed(chunk, last, out);
+    }
+
+    fn feed(&mut self, chunk: &[u8], last: bool, out: &mut Vec<u8>) {
         let mut input: Cow<'_, [u8]> = Cow::Borrowed(chunk);
         loop {
             let rest = if self.block.is_some() {
                 self.consume_block(&input, out)
-            } else {
-                self.held.extend_from_slice(&input);
-                if self.held.is_empty() {
+            } else if self.held.is_empty() {
+                if input.is_empty() {
                     return;
                 }
-                self.release(last, out)
+                match self.release(&input, last, out) {
+                    Step::Keep(cut) => {
+                        self.held
+                            .extend_from_slice(input.get(cut..).unwrap_or_default());
+                        None
+                    }
+                    Step::Block(rest) => Some(rest),
+                }
+            } else {
+                let mut text = std::mem::take(&mut self.held);
+                text.extend_from_slice(&input);
+                match self.release(&text, last, out) {
+                    Step::Keep(cut) => {
+                        text.drain(..cut);
+                        self.held = text;
+                        None
+                    }
+                    Step::Block(rest) => Some(rest),
+                }
             };
             match rest {
                 Some(rest) if !rest.is_empty() => input = Cow::Owned(rest),
@@ -188,15 +229,16 @@ impl Masker {
         }
     }
 
-    /// Scans the held bytes and releases what is safe (everything if `last`). On a key-block
+    /// Scans `text` (the held bytes, which the caller took out, followed by new input) and
+    /// releases what is safe (everything if `last`); the caller holds the rest. On a key-block
     /// BEGIN line, releases up to it and returns the bytes after it for block suppression.
-    fn release(&mut self, last: bool, out: &mut Vec<u8>) -> Option<Vec<u8>> {
+    fn release(&mut self, text: &[u8], last: bool, out: &mut Vec<u8>) -> Step {
         let rules = Arc::clone(&self.rules);
-        let view = View::new(&self.context, &self.held);
+        let view = View::new(&self.context, text);
         let mut spans = Vec::new();
         let begin = rules.scan(&view.text, &mut spans);
         let mut raw: Vec<RawSpan> = spans.iter().filter_map(|s| view.raw_span(s)).collect();
-        let len = self.held.len();
+        let len = text.len();
 
         if let Some((bs, be)) = begin {
             let block = Span {
@@ -209,7 +251,7 @@ impl Masker {
             for r in &mut raw {
                 r.end = r.end.min(rs);
             }
-            let head = self.held.get(..rs).unwrap_or_default();
+            let head = text.get(..rs).unwrap_or_default();
             write_masked(
                 &rules,
                 self.mode,
@@ -220,14 +262,13 @@ impl Masker {
                 out,
             );
             *self.counts.entry(PRIVATE_KEY.to_owned()).or_insert(0) += 1;
-            let line = self.held.get(rs..re).unwrap_or_default();
+            let line = text.get(rs..re).unwrap_or_default();
             replace(self.mode, line, PRIVATE_KEY, out);
-            let rest = self.held.get(re..).unwrap_or_default().to_vec();
-            self.held.clear();
+            let rest = text.get(re..).unwrap_or_default().to_vec();
             self.context.clear();
             self.context_masked = false;
             self.block = Some(KeyBlock::default());
-            return Some(rest);
+            return Step::Block(rest);
         }
 
         let cut = if last {
@@ -241,15 +282,15 @@ impl Masker {
             }
             len
         } else {
-            safe_cut(&self.held, &raw)
+            safe_cut(text, &raw)
         };
         raw.retain(|r| r.end <= cut);
         drop(view);
 
         if cut == 0 {
-            return None;
+            return Step::Keep(0);
         }
-        let released = self.held.get(..cut).unwrap_or_default();
+        let released = text.get(..cut).unwrap_or_default();
         write_masked(
             &rules,
             self.mode,
@@ -262,8 +303,7 @@ impl Masker {
         let ends_masked = raw.last().is_some_and(|r| r.end == cut);
         remember(&mut self.context, released);
         self.context_masked = ends_masked;
-        self.held.drain(..cut);
-        None
+        Step::Keep(cut)
     }
 
     /// Suppresses key-block bytes; returns what follows the END line, if it came.
@@ -378,7 +418,9 @@ fn remember(context: &mut Vec<u8>, released: &[u8]) {
             context.clear();
             strip_into(released.get(p + 1..).unwrap_or_default(), context);
         }
-        None => strip_into(released, context),
+        None => {
+            strip_into(released, context);
+        }
     }
     if context.len() > CONTEXT {
         let excess = context.len() - CONTEXT;
