@@ -368,9 +368,10 @@ def main():
         onoff.append(("masking, 100 MB log text (MB/s)", f"{on[0]:.0f}", f"{off[0]:.0f}",
                       cost(on[0], off[0]), f"{on[1]:.2f} / {off[1]:.2f}", "≤ 10%"))
     finally:
+        # Before stop(), which deletes the directory holding the orphaned sshd's pid file.
+        stop_orphaned_sshd(demos["aes-gcm"])
         for d in demos.values():
             d.stop()
-        stop_orphaned_sshd(demos["aes-gcm"])
         text.unlink(missing_ok=True)
         text.parent.rmdir()
 
