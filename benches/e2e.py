@@ -29,6 +29,7 @@ import os
 import platform
 import random
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
-from conftest import BIN, Demo, run  # noqa: E402
+from conftest import BIN, Demo, Restarted, run  # noqa: E402
 
 QUICK = "--quick" in sys.argv
 EXECS = 100 if QUICK else 300
@@ -244,34 +245,15 @@ def idle_connections(demo):
 
 
 def serve_aes_gcm_only(demo):
-    """Restarts `demo`'s gatehouse as `gatehouse serve` on the config it wrote, offering agents
-    only AES-GCM (`[server] ciphers`); the demo's sshd, orphaned by the kill, keeps serving."""
-    demo.proc.kill()
-    demo.proc.wait()
+    """Stops `demo` and starts its gatehouse again as `gatehouse serve` on the config it wrote
+    (its sshd too), offering agents only AES-GCM (`[server] ciphers`)."""
+    demo.proc.send_signal(signal.SIGTERM)
+    demo.proc.wait(30)
     config = demo.dir / "gatehouse.toml"
     config.write_text(config.read_text().replace(
         "[server]\n",
         '[server]\nciphers = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]\n', 1))
-    demo.proc = subprocess.Popen(
-        [BIN, "--config", str(config), "serve"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=open(demo.log_path, "ab"),
-        env={**os.environ, "RUST_LOG": "info"},
-    )
-    deadline = time.time() + 60
-    while "gatehouse listening" not in demo.log():
-        if time.time() > deadline or demo.proc.poll() is not None:
-            raise RuntimeError("serve did not start: " + demo.log())
-        time.sleep(0.1)
-
-
-def stop_orphaned_sshd(demo):
-    pid_file = demo.dir / "sshd" / "sshd.pid"
-    try:
-        os.kill(int(pid_file.read_text().strip()), 15)
-    except (OSError, ValueError):
-        pass
+    return Restarted(demo)
 
 
 def main():
@@ -288,10 +270,11 @@ def main():
         "aes-gcm": Demo(("--no-recording", "--no-masking")),
     }
     ALL_DEMOS.extend(demos.values())
-    serve_aes_gcm_only(demos["aes-gcm"])
     main_demo = demos["main"]
     rows, onoff = [], []
+    aes_gcm_only = None
     try:
+        aes_gcm_only = serve_aes_gcm_only(demos["aes-gcm"])
         n, before, during = idle_connections(main_demo)
         idle_row = (
             f"RSS with {n:,} idle agent connections (MiB)",
@@ -368,8 +351,8 @@ def main():
         onoff.append(("masking, 100 MB log text (MB/s)", f"{on[0]:.0f}", f"{off[0]:.0f}",
                       cost(on[0], off[0]), f"{on[1]:.2f} / {off[1]:.2f}", "≤ 10%"))
     finally:
-        # Before stop(), which deletes the directory holding the orphaned sshd's pid file.
-        stop_orphaned_sshd(demos["aes-gcm"])
+        if aes_gcm_only:
+            aes_gcm_only.stop()
         for d in demos.values():
             d.stop()
         text.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -175,3 +176,63 @@ def finish(chan, timeout=60):
     status = chan.recv_exit_status()
     chan.close()
     return out, err, status
+
+
+def wait_for_port(port, proc, what, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, f"{what} exited with {proc.returncode}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{what} is not listening on {port}")
+
+
+class Restarted:
+    """gatehouse started again with `gatehouse serve --config DIR/gatehouse.toml` (the same data
+    directory, CA, vault and ports), in front of the demo's sshd started again from
+    DIR/sshd/sshd_config."""
+
+    def __init__(self, demo):
+        self.demo = demo
+        sshd_config = demo.dir / "sshd" / "sshd_config"
+        self.sshd = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(sshd_config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(demo.log_path, "ab"),
+        )
+        self.gatehouse = subprocess.Popen(
+            [BIN, "--config", str(demo.dir / "gatehouse.toml"), "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(demo.log_path, "ab"),
+        )
+        try:
+            wait_for_port(demo.direct_port, self.sshd, "sshd")
+            wait_for_port(demo.port, self.gatehouse, "gatehouse serve")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        for proc in (self.gatehouse, self.sshd):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def stop_orphaned_sshd(root):
+    """A killed demo cannot stop its sshd; its pid file names it."""
+    pid_file = Path(root) / "sshd" / "sshd.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass

@@ -9,7 +9,6 @@ import json
 import queue
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Demo, finish, run, start_exec
+from conftest import BIN, Demo, Restarted, finish, run, start_exec
 
 HELD = re.compile(r"^gatehouse: held by rule (\S+) \(([a-z2-7]{8})\): ")
 RETURN = {"GATEHOUSE_APPROVAL": "return"}
@@ -164,56 +163,6 @@ def test_fifty_held_requests_approved_in_bulk_each_run_once(demo):
 
 
 # --- restart with pending requests -------------------------------------------------------------
-
-
-def wait_for_port(port, proc, what, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, f"{what} exited with {proc.returncode}"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{what} is not listening on {port}")
-
-
-class Restarted:
-    """gatehouse started again with `gatehouse serve --config DIR/gatehouse.toml` (the same data
-    directory, CA, vault and ports), in front of the demo's sshd started again from
-    DIR/sshd/sshd_config."""
-
-    def __init__(self, demo):
-        self.demo = demo
-        sshd_config = demo.dir / "sshd" / "sshd_config"
-        self.sshd = subprocess.Popen(
-            ["/usr/sbin/sshd", "-D", "-e", "-f", str(sshd_config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(demo.log_path, "ab"),
-        )
-        self.gatehouse = subprocess.Popen(
-            [BIN, "--config", str(demo.dir / "gatehouse.toml"), "serve"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(demo.log_path, "ab"),
-        )
-        try:
-            wait_for_port(demo.direct_port, self.sshd, "sshd")
-            wait_for_port(demo.port, self.gatehouse, "gatehouse serve")
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self):
-        for proc in (self.gatehouse, self.sshd):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
 
 
 def test_restart_keeps_pending_requests_and_an_approval_becomes_a_single_grant():

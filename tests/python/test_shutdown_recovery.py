@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import BIN, Demo
+from conftest import BIN, Demo, stop_orphaned_sshd
 
 GRACE_EXPIRED = "still open after the grace period"
 
@@ -126,16 +126,6 @@ def test_sigterm_seals_open_recordings_and_exits_zero():
         assert played.count(b"gatehouse: shutting down; the command was cut off") == 2
     finally:
         demo.stop()
-
-
-def stop_orphaned_sshd(root):
-    """A killed demo cannot stop its sshd; its pid file names it."""
-    pid_file = Path(root) / "sshd" / "sshd.pid"
-    if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
 
 
 def test_kill_9_mid_session_then_restart_repairs_and_seals():
