@@ -193,20 +193,26 @@ fn demo_stops_cleanly_with_its_sshd() {
     drop(dir);
 }
 
+/// `ssh demo 'head -c 300000000 /dev/zero'` whose output nobody has read for four seconds: the
+/// target keeps producing, so gatehouse's queue fills and must push back on the target.
+fn stalled_download(demo: &Demo) -> std::process::Child {
+    let child = demo
+        .ssh_cmd("demo", &[], "head -c 300000000 /dev/zero")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    child
+}
+
 #[test]
 fn slow_reader_does_not_grow_gatehouse_memory() {
     let demo = Demo::start();
     // Warm up the upstream pool so that its allocation is in the baseline.
     assert!(demo.ssh("demo", &[], "true").status.success());
     let before = common::rss_kib(demo.pid());
-    let mut child = demo
-        .ssh_cmd("demo", &[], "head -c 300000000 /dev/zero")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read nothing for a while: the target keeps producing, gatehouse must push back.
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    let mut child = stalled_download(&demo);
     let stalled = common::rss_kib(demo.pid());
     let total = std::io::copy(&mut child.stdout.take().unwrap(), &mut std::io::sink()).unwrap();
     assert!(child.wait().unwrap().success());
@@ -224,14 +230,7 @@ fn a_stalled_reader_does_not_hold_up_other_agents() {
     let demo = Demo::start();
     // One pooled upstream connection, which the stalled channel will back up.
     assert!(demo.ssh("demo", &[], "true").status.success());
-    let mut stalled = demo
-        .ssh_cmd("demo", &[], "head -c 300000000 /dev/zero")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The agent reads nothing: gatehouse's queue fills and the target connection backs up.
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    let mut stalled = stalled_download(&demo);
     // Other commands still run. The deadline only tells a hang from slowness.
     for i in 0..5 {
         let mut child = demo
