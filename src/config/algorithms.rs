@@ -24,15 +24,6 @@ pub const CIPHERS: [&str; 6] = [
     "aes128-ctr",
 ];
 
-/// Ciphers offered when none are configured: russh's own default order.
-pub const DEFAULT_CIPHERS: [&str; 5] = [
-    "chacha20-poly1305@openssh.com",
-    "aes256-gcm@openssh.com",
-    "aes256-ctr",
-    "aes192-ctr",
-    "aes128-ctr",
-];
-
 /// MACs that may be configured (used only with the AES-CTR ciphers).
 pub const MACS: [&str; 4] = [
     "hmac-sha2-512-etm@openssh.com",
@@ -41,16 +32,27 @@ pub const MACS: [&str; 4] = [
     "hmac-sha2-256",
 ];
 
-/// Checks one configured list against what may be named; `None` means the default.
+/// russh's default order, keeping only the names gatehouse allows (so a weaker default in a
+/// later russh is not offered unnoticed).
+fn default_names(russh_default: &[impl AsRef<str>], allowed: &[&str]) -> Vec<String> {
+    russh_default
+        .iter()
+        .map(|name| name.as_ref())
+        .filter(|name| allowed.contains(name))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Checks one configured list against what may be named; `None` means russh's default order.
 fn list(
     check: &Checker,
     value: Option<Spanned<Vec<Spanned<String>>>>,
     key: &str,
     allowed: &[&str],
-    default: &[&str],
+    russh_default: &[impl AsRef<str>],
 ) -> Result<Vec<String>, ConfigError> {
     let Some(value) = value else {
-        return Ok(default.iter().map(|s| (*s).to_string()).collect());
+        return Ok(default_names(russh_default, allowed));
     };
     if value.get_ref().is_empty() {
         return Err(check.invalid(&value, key, "must name at least one algorithm"));
@@ -85,8 +87,20 @@ pub(super) fn check(
     macs: Option<Spanned<Vec<Spanned<String>>>>,
 ) -> Result<(Vec<String>, Vec<String>), ConfigError> {
     Ok((
-        list(check, ciphers, "server.ciphers", &CIPHERS, &DEFAULT_CIPHERS)?,
-        list(check, macs, "server.macs", &MACS, &MACS)?,
+        list(
+            check,
+            ciphers,
+            "server.ciphers",
+            &CIPHERS,
+            &russh::Preferred::DEFAULT.cipher,
+        )?,
+        list(
+            check,
+            macs,
+            "server.macs",
+            &MACS,
+            &russh::Preferred::DEFAULT.mac,
+        )?,
     ))
 }
 
@@ -106,10 +120,27 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_russh_s_order_and_every_sha2_mac() {
+    fn defaults_are_russh_s_order() {
         let c = load("").unwrap();
-        assert_eq!(c.server.ciphers, DEFAULT_CIPHERS);
+        assert_eq!(
+            c.server.ciphers,
+            [
+                "chacha20-poly1305@openssh.com",
+                "aes256-gcm@openssh.com",
+                "aes256-ctr",
+                "aes192-ctr",
+                "aes128-ctr"
+            ]
+        );
         assert_eq!(c.server.macs, MACS);
+    }
+
+    #[test]
+    fn defaults_keep_only_allowed_names() {
+        assert_eq!(
+            default_names(&["aes128-cbc", "aes128-ctr", "none"], &CIPHERS),
+            ["aes128-ctr"]
+        );
     }
 
     #[test]
