@@ -162,9 +162,15 @@ fn fifty_transfers_of_100_mb_through_openssh_complete() {
         "a recording failed during the transfers"
     );
     // The transfers outgrew the first connections: rotation happened, with channels in flight.
+    // How many times depends on how the pool spread the 5 GB (a backed-up connection gets no
+    // new channels, so several share the load); none at all would need five or more
+    // connections each under 1 GiB.
     let rotations = log.matches("rotating pooled upstream connection").count();
+    let connections = log.matches("upstream connection established").count();
+    eprintln!("{rotations} rotations over {connections} pooled connections");
     assert!(
-        rotations >= 3,
-        "expected at least 3 rotations of the pooled connection for 5 GB, saw {rotations}"
+        rotations >= 1,
+        "expected the pooled connection to be rotated during 5 GB; {connections} connections, \
+         no rotation"
     );
 }
