@@ -206,34 +206,40 @@ async fn exec(
         ),
         pty: pty.is_some(),
     };
-    // The recording is created (on the blocking pool) while the command is decided, the
-    // decision audited and, for an allowed command, the upstream channel opened: none of them
-    // depends on another, so the exec waits for the slowest rather than their sum. Nothing
-    // runs before all of them are in place.
-    let (recording, (decision, audited, mut upstream)) = tokio::join!(
-        ExecRecording::start(
-            &gw.config.server.recordings_dir,
-            &header,
-            gw.config.recording.on_failure,
-            gw.audit.clone(),
-        ),
+    let decision = decide(ctx, &command);
+    tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
+    let allowed = decision.decision == Action::Allow;
+    // The recording's files are created and the decision audited (both on this thread, see
+    // `Gateway::audit_after`) while an allowed command's upstream channel is being opened,
+    // usually already open (the pool keeps a spare). Nothing runs before all are in place.
+    let create = {
+        let root = gw.config.server.recordings_dir.clone();
+        let header = header.clone();
+        move || ExecRecording::create(&root, &header)
+    };
+    let (mut upstream, created) = tokio::join!(
         async {
-            let decision = decide(ctx, &command);
-            tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
-            let allowed = decision.decision == Action::Allow;
-            let (upstream, audited) = tokio::join!(
-                async {
-                    match allowed {
-                        true => Some(gw.pool.open_channel(&ctx.access).await),
-                        false => None,
-                    }
-                },
-                // Last: it is written on this thread, once the channel open is under way.
-                gw.audit_event_now("command.decision", decision_record(ctx, &line, &decision)),
-            );
-            (decision, audited, upstream)
+            match allowed {
+                true => Some(gw.pool.open_channel(&ctx.access).await),
+                false => None,
+            }
         },
+        // Last: it blocks this thread, once the channel open is under way.
+        gw.audit_after(
+            create,
+            "command.decision",
+            decision_record(ctx, &line, &decision)
+        ),
     );
+    let (created, audited) =
+        created.unwrap_or_else(|| (Err("the recording task failed".to_owned()), false));
+    let recording = ExecRecording::begin(
+        created,
+        &header,
+        gw.config.recording.on_failure,
+        gw.audit.clone(),
+    )
+    .await;
     let recording = match recording {
         Ok(r) => r,
         Err(err) => {

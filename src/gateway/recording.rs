@@ -54,29 +54,26 @@ pub struct ExecRecording {
 pub struct RecordingUnavailable(pub String);
 
 impl ExecRecording {
-    /// Starts the recording of one exec; `Err` means the exec must be refused. The files are
-    /// created on the blocking pool before this returns; the fsyncs that make them durable
-    /// come with the writer's first write ([`Recorder::create_deferred`]), so the exec waits
-    /// for none of them, and they do not compete with the decision's audit record, which it
-    /// does wait for.
-    pub async fn start(
-        root: &std::path::Path,
+    /// Creates the files of one exec's recording (blocking file work: call it off the async
+    /// threads). The fsyncs that make them durable come with the writer's first write
+    /// ([`Recorder::create_deferred`]); on ext4 the exec's decision record, appended right after
+    /// on the same thread, commits them anyway (see `channel::exec`).
+    pub fn create(root: &std::path::Path, header: &RecordingHeader) -> Result<Recorder, String> {
+        Recorder::create_deferred(root, header).map_err(|e| e.to_string())
+    }
+
+    /// Starts the recording of one exec from its [`ExecRecording::create`]d files; `Err` means
+    /// the exec must be refused.
+    pub async fn begin(
+        created: Result<Recorder, String>,
         header: &RecordingHeader,
         on_failure: OnRecordingFailure,
         audit: Arc<AuditLog>,
     ) -> Result<ExecRecording, RecordingUnavailable> {
         let fail_closed = on_failure == OnRecordingFailure::Refuse;
-        let created = {
-            let root = root.to_path_buf();
-            let header = header.clone();
-            tokio::task::spawn_blocking(move || Recorder::create_deferred(&root, &header))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-        };
         let failed = Arc::new(AtomicBool::new(false));
         let recorder = match created {
-            Ok(r) => r,
+            Ok(recorder) => recorder,
             Err(err) => {
                 tracing::error!(error = %err, "cannot create the recording");
                 let fields = serde_json::json!({
