@@ -146,6 +146,27 @@ fn shell_and_subsystem_requests_are_refused() {
         .output()
         .unwrap();
     assert_ne!(sftp.status.code(), Some(0));
+
+    // Each channel claimed recording files when it opened; nothing ran, so none are left.
+    let recordings = demo.path().join("recordings");
+    // The claims made the day's directory: they did happen.
+    assert_eq!(std::fs::read_dir(&recordings).unwrap().count(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&recordings)
+            .unwrap()
+            .flat_map(|day| std::fs::read_dir(day.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().path())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]

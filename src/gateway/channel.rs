@@ -21,7 +21,7 @@ use crate::approvals::{NewHold, Outcome};
 use crate::config::ApprovalMode;
 use crate::identity::ca::CertIdentity;
 use crate::policy::{self, Action, Decision};
-use crate::record::cast::RecordingHeader;
+use crate::record::cast::{RecordError, RecordingHeader, RecordingName, Reservation};
 use crate::upstream::TargetAccess;
 
 /// Exit status for a command gatehouse refused (policy, reviewer or expiry).
@@ -112,6 +112,7 @@ pub(super) struct PtyRequest {
 /// Runs one agent channel to its end; `shutdown` keeps the gateway's shutdown waiting until
 /// this channel's recording is sealed.
 pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>, mut shutdown: ShutdownListener) {
+    let claim = Claim::start(&ctx);
     let mut pty = None;
     let mut env: Vec<(String, String)> = Vec::new();
     loop {
@@ -153,7 +154,7 @@ pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>, mut shutdown: S
                 env.push((variable_name, variable_value));
             }
             ChannelMsg::Exec { command, .. } => {
-                exec(&ctx, channel, command, pty, env, &mut shutdown).await;
+                exec(&ctx, channel, command, pty, env, claim, &mut shutdown).await;
                 return;
             }
             ChannelMsg::WindowChange {
@@ -182,6 +183,7 @@ async fn exec(
     command: Vec<u8>,
     pty: Option<PtyRequest>,
     env: Vec<(String, String)>,
+    claim: Claim,
     shutdown: &mut ShutdownListener,
 ) {
     let gw = &ctx.gateway;
@@ -209,13 +211,19 @@ async fn exec(
     let decision = decide(ctx, &command);
     tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
     let allowed = decision.decision == Action::Allow;
-    // The recording's files are created and the decision audited (both on this thread, see
-    // `Gateway::audit_after`) while an allowed command's upstream channel is being opened,
-    // usually already open (the pool keeps a spare). Nothing runs before all are in place.
+    // The recording is started in the files claimed when the channel opened, and the decision
+    // audited (both on this thread, see `Gateway::audit_after`), while an allowed command's
+    // upstream channel is being opened, usually already open (the pool keeps a spare).
+    // Nothing runs before all are in place.
+    let reserved = claim.take().await;
     let create = {
         let root = gw.config.server.recordings_dir.clone();
         let header = header.clone();
-        move || ExecRecording::create(&root, &header)
+        move || match reserved {
+            Some(reservation) => reservation.start(&header).map_err(|e| e.to_string()),
+            // Claiming failed (or came to nothing): try once more, for the error if nothing else.
+            None => ExecRecording::create(&root, &header),
+        }
     };
     let (mut upstream, created) = tokio::join!(
         async {
@@ -279,6 +287,57 @@ async fn exec(
             &recording,
             &live,
         ) => {}
+    }
+}
+
+/// The recording files claimed for a channel's exec while the agent is still sending the
+/// requests before it (see [`Reservation`]). Dropped unused, it removes them off the async
+/// threads.
+struct Claim(Option<tokio::task::JoinHandle<Result<Reservation, RecordError>>>);
+
+impl Claim {
+    fn start(ctx: &ChannelContext) -> Claim {
+        let root = ctx.gateway.config.server.recordings_dir.clone();
+        let identity = ctx.identity.identity.clone();
+        let target = ctx.access.target.name.clone();
+        let session_id = ctx.session_id.to_string();
+        let channel = ctx.channel_no;
+        Claim(Some(tokio::task::spawn_blocking(move || {
+            let name = RecordingName {
+                identity: &identity,
+                target: &target,
+                session_id: &session_id,
+                channel,
+            };
+            Reservation::claim(&root, &name)
+        })))
+    }
+
+    /// The claimed files, once claimed; `None` if that failed.
+    async fn take(mut self) -> Option<Reservation> {
+        let claimed = self.0.take()?.await;
+        match claimed {
+            Ok(Ok(reservation)) => Some(reservation),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "could not claim the recording's files ahead of the exec");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let (Some(claiming), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Ok(Ok(reservation)) = claiming.await {
+                let _ = tokio::task::spawn_blocking(move || drop(reservation)).await;
+            }
+        });
     }
 }
 

@@ -54,10 +54,9 @@ pub struct ExecRecording {
 pub struct RecordingUnavailable(pub String);
 
 impl ExecRecording {
-    /// Creates the files of one exec's recording (blocking file work: call it off the async
-    /// threads). The fsyncs that make them durable come with the writer's first write
-    /// ([`Recorder::create_deferred`]); on ext4 the exec's decision record, appended right after
-    /// on the same thread, commits them anyway (see `channel::exec`).
+    /// Creates the files of one exec's recording when none were claimed ahead (blocking file
+    /// work: call it off the async threads). The fsyncs that make them durable come with the
+    /// writer's first write ([`Recorder::create_deferred`]).
     pub fn create(root: &std::path::Path, header: &RecordingHeader) -> Result<Recorder, String> {
         Recorder::create_deferred(root, header).map_err(|e| e.to_string())
     }

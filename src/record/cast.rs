@@ -19,13 +19,11 @@
 //! This module does not mask secrets (see `record::mask`; the caller masks first) and does not
 //! decide whether input is recorded (the caller calls [`Recorder::input`] only when enabled).
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -34,10 +32,12 @@ use crate::audit::{AuditError, AuditLog, RECORDING_SEALED};
 mod event;
 mod json;
 mod recover;
+mod reserve;
 mod utf8;
 
 pub use event::EventEncoder;
 pub use recover::recover_unsealed;
+pub use reserve::{RecordingName, Reservation};
 
 /// Buffered events are written out once this much is pending.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -93,6 +93,18 @@ pub struct RecordingHeader {
     pub title: String,
     /// Whether the channel had a PTY; without one, replay turns `\n` into `\r\n`.
     pub pty: bool,
+}
+
+impl RecordingHeader {
+    /// What the recording's file name is made of.
+    pub fn name(&self) -> RecordingName<'_> {
+        RecordingName {
+            identity: &self.identity,
+            target: &self.target,
+            session_id: &self.session_id,
+            channel: self.channel,
+        }
+    }
 }
 
 /// The outcome of [`Recorder::finish`], as sealed in the audit log.
@@ -162,58 +174,7 @@ impl Recorder {
     /// durable. A crash before the first write loses what was not written yet, as a crash
     /// loses the last second of any recording.
     pub fn create_deferred(root: &Path, header: &RecordingHeader) -> Result<Recorder, RecordError> {
-        let now = Utc::now();
-        let day_dir = root.join(now.format("%Y-%m-%d").to_string());
-        let io = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| RecordError::Io { path, source }
-        };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&day_dir)
-            .map_err(io(&day_dir))?;
-        let stem = format!(
-            "{}_{}_{}_{}_{}",
-            now.format("%Y%m%dT%H%M%SZ"),
-            name_part(&header.identity),
-            name_part(&header.target),
-            name_part(&header.session_id),
-            header.channel
-        );
-        let header_line = header_json(header, now.timestamp());
-
-        // The marker goes first and durably (before the `.cast` file gets a byte): a .cast
-        // file that exists without one after a crash would never be found and sealed.
-        let (name, open_marker, marker_file) = claim_name(&day_dir, &stem, &header_line)?;
-        let path = day_dir.join(&name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&path)
-            .map_err(io(&path))?;
-        let day = now.format("%Y-%m-%d");
-        let mut recorder = Recorder {
-            file,
-            relative: format!("{day}/{name}"),
-            path,
-            open_marker,
-            unsynced: Some((marker_file, day_dir)),
-            buf: Vec::with_capacity(FLUSH_BYTES + 4096),
-            hasher: Sha256::new(),
-            size: 0,
-            encoder: EventEncoder::new(Instant::now()),
-            last_flush: Instant::now(),
-            session_id: header.session_id.clone(),
-            channel: header.channel,
-            writes_on_events: true,
-            failed: false,
-            sealed: false,
-        };
-        recorder.buf.extend_from_slice(header_line.as_bytes());
-        recorder.buf.push(b'\n');
-        Ok(recorder)
+        Reservation::claim(root, &header.name())?.start(header)
     }
 
     /// Writes buffered events out now (making the names durable first, if still pending).
@@ -468,50 +429,6 @@ fn name_part(s: &str) -> String {
     } else {
         part
     }
-}
-
-/// Creates `<stem>.cast.open` (create-new; a suffix is added on collision) holding the header,
-/// which recovery uses if the crash came before the header reached the `.cast` file. Returns
-/// the file still open, not yet fsynced.
-fn claim_name(
-    dir: &Path,
-    stem: &str,
-    header_line: &str,
-) -> Result<(String, PathBuf, File), RecordError> {
-    for attempt in 0..100u32 {
-        let name = match attempt {
-            0 => format!("{stem}.cast"),
-            n => format!("{stem}.{n}.cast"),
-        };
-        let marker = dir.join(format!("{name}{OPEN_SUFFIX}"));
-        if dir.join(&name).exists() {
-            continue;
-        }
-        let io = |source| RecordError::Io {
-            path: marker.display().to_string(),
-            source,
-        };
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&marker)
-        {
-            Ok(mut f) => {
-                f.write_all(header_line.as_bytes()).map_err(io)?;
-                return Ok((name, marker, f));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io(e)),
-        }
-    }
-    Err(RecordError::Io {
-        path: dir.join(format!("{stem}.cast")).display().to_string(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "100 recordings with this name already exist",
-        ),
-    })
 }
 
 /// fsyncs a directory so the names created in it survive a power cut.

@@ -68,8 +68,17 @@ fn recover_one(
     );
     let dir = marker.parent().unwrap_or(root);
     let header = std::fs::read_to_string(marker).map_err(|e| io_err(marker, e))?;
-    if !cast.exists() {
-        // Died between the marker and the file: nothing was recorded, nothing ran.
+    let cast_len = match std::fs::metadata(&cast) {
+        Ok(meta) => Some(meta.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(&cast, e)),
+    };
+    // Died between the marker and the file, or with a reservation never started (no header
+    // in the marker, nothing in the file): nothing was recorded, nothing ran.
+    if cast_len.is_none() || (header.trim().is_empty() && cast_len == Some(0)) {
+        if cast_len.is_some() {
+            std::fs::remove_file(&cast).map_err(|e| io_err(&cast, e))?;
+        }
         std::fs::remove_file(marker).map_err(|e| io_err(marker, e))?;
         sync_dir(dir).map_err(|e| io_err(dir, e))?;
         return Ok(None);
@@ -86,7 +95,13 @@ fn recover_one(
     file.seek(SeekFrom::End(0)).map_err(io)?;
     let mut last_time = 0.0;
     match tail.last_line {
-        // Not even the header made it: write it from the marker, which holds a copy.
+        // Not even the header made it: write it from the marker, which holds a copy (or, if
+        // the marker's copy was lost too, a bare one every player reads).
+        None if header.trim().is_empty() => {
+            let bare = json!({"version": 2, "width": 80, "height": 24}).to_string();
+            file.write_all(bare.as_bytes()).map_err(io)?;
+            file.write_all(b"\n").map_err(io)?;
+        }
         None => {
             file.write_all(header.trim_end().as_bytes()).map_err(io)?;
             file.write_all(b"\n").map_err(io)?;
@@ -107,6 +122,12 @@ fn recover_one(
         .strip_prefix(root)
         .map(|p| p.to_string_lossy().replace('\\', "/"))
         .unwrap_or_else(|_| cast.to_string_lossy().into_owned());
+    // The session's ids come from the marker's header, or the file's own when the marker's
+    // copy did not survive.
+    let header = match header.trim().is_empty() {
+        true => first_line(&mut file).map_err(io)?,
+        false => header,
+    };
     let meta: Value = serde_json::from_str(&header).unwrap_or(Value::Null);
     let gatehouse = meta.get("gatehouse").cloned().unwrap_or(Value::Null);
     audit
@@ -132,6 +153,15 @@ fn recover_one(
     sync_dir(dir).map_err(|e| io_err(dir, e))?;
     tracing::warn!(path = %cast.display(), "sealed a recording left open by a crash (marked truncated)");
     Ok(Some(cast))
+}
+
+/// The file's first line (its header), at most 64 KiB of it.
+fn first_line(file: &mut File) -> std::io::Result<String> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut head = Vec::new();
+    Read::by_ref(file).take(64 * 1024).read_to_end(&mut head)?;
+    let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    Ok(String::from_utf8_lossy(head.get(..end).unwrap_or_default()).into_owned())
 }
 
 /// Size, hex SHA-256 and newline count of the whole file.

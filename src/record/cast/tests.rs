@@ -1,6 +1,8 @@
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use serde_json::Value;
+use std::fs::OpenOptions;
 
 use super::utf8::Utf8Carry;
 use super::*;
@@ -362,4 +364,100 @@ fn recovery_drops_a_marker_without_a_file() {
     assert!(recover_unsealed(&fx.dir.path().join("none"), &fx.audit)
         .unwrap()
         .is_empty());
+}
+
+/// Every file under `root`'s day directories.
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for day in std::fs::read_dir(root).unwrap() {
+        for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            files.push(f.unwrap().path());
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn a_reservation_dropped_unstarted_leaves_no_files() {
+    let fx = Fixture::new();
+    let h = header();
+    let reservation = Reservation::claim(&fx.root(), &h.name()).unwrap();
+    let path = reservation.path().unwrap().to_path_buf();
+    assert!(path.exists());
+    assert_eq!(files_under(&fx.root()).len(), 2);
+    drop(reservation);
+    assert!(files_under(&fx.root()).is_empty());
+}
+
+#[test]
+fn a_started_reservation_records_like_a_created_recorder() {
+    let fx = Fixture::new();
+    let h = header();
+    let reservation = Reservation::claim(&fx.root(), &h.name()).unwrap();
+    let mut rec = reservation.start(&h).unwrap();
+    // The header reached the marker, recovery's copy.
+    let marker = std::fs::read_to_string(&rec.open_marker).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&marker).unwrap()["title"],
+        "uname -a"
+    );
+    rec.output(b"Linux\n").unwrap();
+    let path = rec.path().to_path_buf();
+    rec.finish(Some(0), &fx.audit).unwrap();
+    let (header, events) = parse(&path);
+    assert_eq!(header["gatehouse"]["session_id"], "sess-1");
+    assert_eq!(output_of(&events), "Linux\n");
+    assert_eq!(files_under(&fx.root()), vec![path]);
+    assert_eq!(fx.verify().unwrap().recordings, 1);
+}
+
+#[test]
+fn recovery_removes_a_reservation_a_crash_left_unstarted() {
+    let fx = Fixture::new();
+    let h = header();
+    let reservation = Reservation::claim(&fx.root(), &h.name()).unwrap();
+    std::mem::forget(reservation); // like a kill: the files stay, empty
+    assert_eq!(files_under(&fx.root()).len(), 2);
+    assert!(recover_unsealed(&fx.root(), &fx.audit).unwrap().is_empty());
+    assert!(files_under(&fx.root()).is_empty());
+    assert_eq!(fx.audit.head().seq, 0);
+}
+
+#[test]
+fn recovery_reads_the_session_from_the_file_when_the_marker_lost_its_header() {
+    let fx = Fixture::new();
+    let mut rec = fx.recorder();
+    rec.output(b"partial\n").unwrap();
+    let (path, marker) = (rec.path().to_path_buf(), rec.open_marker.clone());
+    drop(rec);
+    // A power cut before the marker's data reached the disk.
+    std::fs::write(&marker, b"").unwrap();
+    assert_eq!(
+        recover_unsealed(&fx.root(), &fx.audit).unwrap(),
+        vec![path.clone()]
+    );
+    let seal = audit::export(fx.audit.path(), None)
+        .unwrap()
+        .last()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seal.fields["session_id"], "sess-1");
+    assert_eq!(output_of(&parse(&path).1), "partial\n");
+    assert!(fx.verify().is_ok());
+}
+
+#[test]
+fn recovery_writes_a_bare_header_when_no_copy_survived() {
+    let fx = Fixture::new();
+    let rec = fx.recorder();
+    let (path, marker) = (rec.path().to_path_buf(), rec.open_marker.clone());
+    drop(rec);
+    std::fs::write(&path, b"{\"version\": 2, \"wid").unwrap();
+    std::fs::write(&marker, b"").unwrap();
+    recover_unsealed(&fx.root(), &fx.audit).unwrap();
+    let (header, events) = parse(&path);
+    assert_eq!(header["version"], 2);
+    assert_eq!(events.len(), 1);
+    assert!(fx.verify().is_ok());
 }
