@@ -12,7 +12,7 @@ use std::sync::Arc;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, Pty};
 
-use super::recording::ExecRecording;
+use super::recording::{Claim, ExecRecording};
 use super::run::{close_unused, run_upstream, Exec};
 use super::server::SessionId;
 use super::shutdown::{cut_off, ShutdownListener};
@@ -21,7 +21,7 @@ use crate::approvals::{NewHold, Outcome};
 use crate::config::ApprovalMode;
 use crate::identity::ca::CertIdentity;
 use crate::policy::{self, Action, Decision};
-use crate::record::cast::{RecordError, RecordingHeader, RecordingName, Reservation};
+use crate::record::cast::RecordingHeader;
 use crate::upstream::TargetAccess;
 
 /// Exit status for a command gatehouse refused (policy, reviewer or expiry).
@@ -112,7 +112,13 @@ pub(super) struct PtyRequest {
 /// Runs one agent channel to its end; `shutdown` keeps the gateway's shutdown waiting until
 /// this channel's recording is sealed.
 pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>, mut shutdown: ShutdownListener) {
-    let claim = Claim::start(&ctx);
+    let claim = Claim::start(
+        ctx.gateway.config.server.recordings_dir.clone(),
+        ctx.identity.identity.clone(),
+        ctx.access.target.name.clone(),
+        ctx.session_id.to_string(),
+        ctx.channel_no,
+    );
     let mut pty = None;
     let mut env: Vec<(String, String)> = Vec::new();
     loop {
@@ -287,57 +293,6 @@ async fn exec(
             &recording,
             &live,
         ) => {}
-    }
-}
-
-/// The recording files claimed for a channel's exec while the agent is still sending the
-/// requests before it (see [`Reservation`]). Dropped unused, it removes them off the async
-/// threads.
-struct Claim(Option<tokio::task::JoinHandle<Result<Reservation, RecordError>>>);
-
-impl Claim {
-    fn start(ctx: &ChannelContext) -> Claim {
-        let root = ctx.gateway.config.server.recordings_dir.clone();
-        let identity = ctx.identity.identity.clone();
-        let target = ctx.access.target.name.clone();
-        let session_id = ctx.session_id.to_string();
-        let channel = ctx.channel_no;
-        Claim(Some(tokio::task::spawn_blocking(move || {
-            let name = RecordingName {
-                identity: &identity,
-                target: &target,
-                session_id: &session_id,
-                channel,
-            };
-            Reservation::claim(&root, &name)
-        })))
-    }
-
-    /// The claimed files, once claimed; `None` if that failed.
-    async fn take(mut self) -> Option<Reservation> {
-        let claimed = self.0.take()?.await;
-        match claimed {
-            Ok(Ok(reservation)) => Some(reservation),
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "could not claim the recording's files ahead of the exec");
-                None
-            }
-            Err(_) => None,
-        }
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let (Some(claiming), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        runtime.spawn(async move {
-            if let Ok(Ok(reservation)) = claiming.await {
-                let _ = tokio::task::spawn_blocking(move || drop(reservation)).await;
-            }
-        });
     }
 }
 

@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::AuditLog;
 use crate::config::OnRecordingFailure;
-use crate::record::cast::{Recorder, RecordingHeader, FLUSH_INTERVAL};
+use crate::record::cast::{
+    RecordError, Recorder, RecordingHeader, RecordingName, Reservation, FLUSH_INTERVAL,
+};
 
 /// Events queued per recording at most. Output and input events carry one SSH packet's data
 /// (at most 32 KiB, plus what the masker held back), so the queue holds a few MiB at most.
@@ -162,6 +164,59 @@ impl ExecRecording {
         if tx.send(Event::Finish(status, reply)).await.is_ok() {
             let _ = sealed.await;
         }
+    }
+}
+
+/// The recording files claimed for a channel's exec while the agent is still sending the
+/// requests before it (see [`Reservation`]). Dropped unused, it removes them off the async
+/// threads.
+pub struct Claim(Option<tokio::task::JoinHandle<Result<Reservation, RecordError>>>);
+
+impl Claim {
+    /// Claims, on the blocking pool, the files of the recording this channel's exec will have.
+    pub fn start(
+        root: std::path::PathBuf,
+        identity: String,
+        target: String,
+        session_id: String,
+        channel: u32,
+    ) -> Claim {
+        Claim(Some(tokio::task::spawn_blocking(move || {
+            let name = RecordingName {
+                identity: &identity,
+                target: &target,
+                session_id: &session_id,
+                channel,
+            };
+            Reservation::claim(&root, &name)
+        })))
+    }
+
+    /// The claimed files, once claimed; `None` if that failed.
+    pub async fn take(mut self) -> Option<Reservation> {
+        let claimed = self.0.take()?.await;
+        match claimed {
+            Ok(Ok(reservation)) => Some(reservation),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "could not claim the recording's files ahead of the exec");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let (Some(claiming), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Ok(Ok(reservation)) = claiming.await {
+                let _ = tokio::task::spawn_blocking(move || drop(reservation)).await;
+            }
+        });
     }
 }
 

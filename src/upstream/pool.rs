@@ -83,8 +83,11 @@ const SPARE_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// A session channel opened before any agent asked for one, with the permit that counts it.
 struct Spare {
+    /// Open, with nothing requested on it yet.
     channel: russh::Channel<client::Msg>,
+    /// Its slot on the connection, handed on to whoever takes it.
     permit: OwnedSemaphorePermit,
+    /// When it was opened ([`SPARE_MAX_AGE`]).
     opened: Instant,
 }
 
@@ -164,9 +167,9 @@ impl Connection {
     }
 
     /// Opens the next spare in the background (when a channel ends, see [`ChannelSlot`]),
-    /// unless one is ready or on its way, the
-    /// connection is leaving the pool, or it has fewer than two free slots: a spare never takes
-    /// the last one, so a caller that finds every slot busy is not left waiting behind it.
+    /// unless one is ready or on its way, the connection is leaving the pool, or it has fewer
+    /// than two free slots: a spare never takes the last one, so a caller that finds every
+    /// slot busy is not left waiting behind it.
     fn refill_spare(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -255,7 +258,9 @@ fn close_spare(spare: Spare) {
 /// beside the exec that took the last one (on a small target the spare's open competes with
 /// starting that command).
 pub struct ChannelSlot {
+    /// The slot itself; `None` only while dropping.
     permit: Option<OwnedSemaphorePermit>,
+    /// Weak: a channel does not keep a connection the pool has dropped in the pool's books.
     conn: std::sync::Weak<Connection>,
 }
 

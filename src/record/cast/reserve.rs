@@ -24,9 +24,13 @@ use super::{
 
 /// Who and what a recording is of: everything its file name carries.
 pub struct RecordingName<'a> {
+    /// The certificate identity the agent logged in with.
     pub identity: &'a str,
+    /// The target's name (the login name).
     pub target: &'a str,
+    /// The agent connection's session id.
     pub session_id: &'a str,
+    /// The channel's number within that connection.
     pub channel: u32,
 }
 
@@ -39,11 +43,13 @@ pub struct Reservation {
 struct Claimed {
     /// The `.cast` file, created empty.
     file: File,
+    /// Its path, for errors and removal.
     path: PathBuf,
     /// `YYYY-MM-DD/name.cast`.
     relative: String,
     /// The unsealed-recording marker, created empty; the header goes into it at start.
     marker: File,
+    /// Its path, removed once the recording is sealed (or the claim given up).
     marker_path: PathBuf,
     /// The day directory, fsynced with the marker before the first write.
     day_dir: PathBuf,
