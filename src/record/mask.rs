@@ -25,6 +25,8 @@ mod prefilter;
 mod scan_tests;
 mod stream;
 #[cfg(test)]
+mod test_rng;
+#[cfg(test)]
 mod tests;
 mod windows;
 

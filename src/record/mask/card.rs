@@ -170,6 +170,7 @@ fn luhn_sum(from_last: impl Iterator<Item = u8>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_rng::Lcg;
     use super::*;
     use regex::bytes::Regex;
 
@@ -254,13 +255,8 @@ mod tests {
 
     #[test]
     fn matches_like_the_regex() {
-        let mut state: u64 = 5;
-        let mut next = |n: u64| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) % n
-        };
+        let mut rng = Lcg(5);
+        let mut next = |n: u64| rng.next() as u64 % n;
         const BYTES: &[u8] = b"0123456789012345678923456  --_a.x";
         let mut compared = 0;
         let mut confirmed = 0;
@@ -302,13 +298,8 @@ mod tests {
 
     #[test]
     fn confirm_like_the_first_version() {
-        let mut state: u64 = 9;
-        let mut next = |n: u64| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) % n
-        };
+        let mut rng = Lcg(9);
+        let mut next = |n: u64| rng.next() as u64 % n;
         let mut confirmed = 0;
         for _ in 0..50_000 {
             let mut line = match next(4) {

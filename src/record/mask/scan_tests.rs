@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::test_rng::Lcg;
 use super::*;
 
 /// Every detector on every line: what [`MaskRules::scan`] must reproduce.
@@ -31,18 +32,7 @@ fn scanned(rules: &MaskRules, text: &[u8]) -> (Vec<Span>, Option<(usize, usize)>
     (spans, begin)
 }
 
-/// Small deterministic generator.
-struct Lcg(u64);
-
 impl Lcg {
-    fn next(&mut self) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) as usize
-    }
-
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.next() % items.len()]
     }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::test_rng::Lcg;
 use super::*;
 
 fn rules() -> Arc<MaskRules> {
@@ -356,19 +357,6 @@ eyJ alone, AKIA alone, ghp_ alone, sk_live_ alone\n"
     }
 }
 
-/// Small deterministic generator for the stress tests.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 #[test]
 fn hold_window_is_bounded() {
     let mut rng = Lcg(7);
@@ -376,7 +364,7 @@ fn hold_window_is_bounded() {
     while input.len() < 200_000 {
         let n = rng.next() % 9000;
         for _ in 0..n {
-            input.push(b"abcdefgh ijk-/=."[(rng.next() % 16) as usize]);
+            input.push(b"abcdefgh ijk-/=."[rng.next() % 16]);
         }
         if rng.next().is_multiple_of(3) {
             input.push(b'\n');
@@ -386,7 +374,7 @@ fn hold_window_is_bounded() {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < input.len() {
-        let n = ((rng.next() % 5000) as usize + 1).min(input.len() - pos);
+        let n = (rng.next() % 5000 + 1).min(input.len() - pos);
         m.push(&input[pos..pos + n], &mut out);
         pos += n;
         assert!(m.held_len() <= MAX_HOLD, "held {}", m.held_len());
