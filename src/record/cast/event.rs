@@ -45,21 +45,25 @@ impl EventEncoder {
     /// Appends output seen at `at` as an `o` event (nothing when `bytes` only start a UTF-8
     /// sequence that the next read completes).
     pub fn output(&mut self, buf: &mut Vec<u8>, bytes: &[u8], at: Instant) {
-        let offset = self.offset(at);
-        let line = buf.len();
-        write_head(buf, offset, "o");
-        let text = buf.len();
-        write_text(buf, &mut self.out_carry, bytes);
-        self.end_text_event(buf, line, text, offset);
+        self.text_event(buf, "o", bytes, at);
     }
 
     /// Appends input seen at `at` as an `i` event, likewise.
     pub fn input(&mut self, buf: &mut Vec<u8>, bytes: &[u8], at: Instant) {
+        self.text_event(buf, "i", bytes, at);
+    }
+
+    /// An `o` or `i` event, each stream carrying its own partial UTF-8 sequence.
+    fn text_event(&mut self, buf: &mut Vec<u8>, code: &str, bytes: &[u8], at: Instant) {
         let offset = self.offset(at);
         let line = buf.len();
-        write_head(buf, offset, "i");
+        write_head(buf, offset, code);
         let text = buf.len();
-        write_text(buf, &mut self.in_carry, bytes);
+        let carry = match code {
+            "i" => &mut self.in_carry,
+            _ => &mut self.out_carry,
+        };
+        write_text(buf, carry, bytes);
         self.end_text_event(buf, line, text, offset);
     }
 
