@@ -142,11 +142,6 @@ impl Reservation {
             sealed: false,
         })
     }
-
-    /// The `.cast` file this reservation holds.
-    pub fn path(&self) -> Option<&Path> {
-        self.files.as_ref().map(|c| c.path.as_path())
-    }
 }
 
 impl Drop for Reservation {

@@ -383,9 +383,13 @@ fn a_reservation_dropped_unstarted_leaves_no_files() {
     let fx = Fixture::new();
     let h = header();
     let reservation = Reservation::claim(&fx.root(), &h.name()).unwrap();
-    let path = reservation.path().unwrap().to_path_buf();
-    assert!(path.exists());
-    assert_eq!(files_under(&fx.root()).len(), 2);
+    let claimed = files_under(&fx.root());
+    let names: Vec<_> = claimed
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(names[0].ends_with(".cast") && names[1] == format!("{}.open", names[0]));
     drop(reservation);
     assert!(files_under(&fx.root()).is_empty());
 }
