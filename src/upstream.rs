@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
 
 use crate::config::TargetConfig;
 
@@ -30,6 +32,13 @@ pub use pool::{
 
 /// How long a TCP connect + handshake + authentication to a target may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes taken from a target's socket in one read. russh reads every packet straight from its
+/// stream with two exact reads (the first cipher block, then the rest), so a bare socket costs
+/// two or more `recv` calls per 32 KiB of output; through this buffer one call takes a burst of
+/// packets. The buffer is allocated once per pooled connection and only its touched pages
+/// become resident.
+const READ_BUFFER: usize = 256 * 1024;
 
 /// Why an upstream channel could not be opened. Messages are shown to agents: they name the
 /// target but never key material.
@@ -159,10 +168,19 @@ fn client_config() -> Arc<client::Config> {
         window_size: 2 * 1024 * 1024,
         maximum_packet_size: 32768,
         channel_buffer_size: 64,
-        nodelay: true,
         limits: crate::rekey::limits(),
         ..Default::default()
     })
+}
+
+/// The TCP connection to a target, with Nagle off (an exec's request must not wait for an ACK)
+/// and reads buffered (see [`READ_BUFFER`]).
+async fn open_stream(address: &str) -> Result<BufReader<TcpStream>, russh::Error> {
+    let socket = TcpStream::connect(address).await?;
+    if let Err(err) = socket.set_nodelay(true) {
+        tracing::warn!(error = %err, "could not set TCP_NODELAY on an upstream connection");
+    }
+    Ok(BufReader::with_capacity(READ_BUFFER, socket))
 }
 
 /// Connects, checks the host key against the pins and authenticates with the vaulted key.
@@ -184,7 +202,10 @@ async fn connect(access: &TargetAccess) -> Result<client::Handle<PinnedHostKey>,
         reason,
     };
     let attempt = async {
-        let handle = client::connect(client_config(), target.address.as_str(), handler).await;
+        let stream = open_stream(&target.address)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let handle = client::connect_stream(client_config(), stream, handler).await;
         let mut handle = match handle {
             Ok(h) => h,
             Err(russh::Error::UnknownKey) => {
@@ -239,10 +260,10 @@ pub async fn fetch_host_key(address: &str) -> Result<PublicKey, UpstreamError> {
         pinned: Vec::new(),
         seen: seen.clone(),
     };
-    let result = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        client::connect(client_config(), address, handler),
-    )
+    let result = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let stream = open_stream(address).await?;
+        client::connect_stream(client_config(), stream, handler).await
+    })
     .await;
     let key = seen.lock().ok().and_then(|s| s.clone());
     match (key, result) {
