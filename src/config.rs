@@ -118,6 +118,29 @@ pub struct ServerConfig {
     pub ciphers: Vec<String>,
     /// MACs offered to agents with the AES-CTR ciphers, most preferred first.
     pub macs: Vec<String>,
+    /// Threads running the data path; `None` means [`default_worker_threads`]. Set in the file
+    /// when the machine also runs other busy work (or to give gatehouse every core).
+    pub worker_threads: Option<usize>,
+}
+
+/// Most data-path threads a configuration may ask for.
+pub const MAX_WORKER_THREADS: usize = 256;
+
+/// Data-path threads when the configuration does not say: half the CPUs, at least one.
+///
+/// One exec's bytes pass four tasks (the target connection's packet loop, the output reader,
+/// the masker and recorder's writer, the agent connection's packet loop), each handing chunks
+/// to the next. With a worker per CPU the scheduler spreads one such pipeline over every core
+/// and the tasks spend their time waking each other across cores; measured on 2 CPUs with one
+/// paramiko transfer, one worker instead of two cut gatehouse's CPU per byte by a fifth and
+/// raised throughput by a quarter. The other half of the CPUs is not idle: recordings are
+/// hashed and written, and audit records synced, on the blocking pool, and the kernel does
+/// the TCP work.
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// `[ca]`
@@ -210,6 +233,16 @@ impl Config {
             max_auth_failures_per_minute: raw.server.max_auth_failures_per_minute,
             ciphers,
             macs,
+            worker_threads: match raw.server.worker_threads {
+                Some(n) if !(1..=MAX_WORKER_THREADS).contains(n.get_ref()) => {
+                    return Err(check.invalid(
+                        &n,
+                        "server.worker_threads",
+                        &format!("must be between 1 and {MAX_WORKER_THREADS}"),
+                    ))
+                }
+                n => n.map(toml::Spanned::into_inner),
+            },
         };
         let mut trusted_public_keys = Vec::new();
         for (i, key) in raw.ca.trusted_public_keys.into_iter().enumerate() {
@@ -608,6 +641,8 @@ mod raw {
         pub ciphers: Option<Spanned<Vec<Spanned<String>>>>,
         #[serde(default)]
         pub macs: Option<Spanned<Vec<Spanned<String>>>>,
+        #[serde(default)]
+        pub worker_threads: Option<Spanned<usize>>,
     }
 
     #[derive(Deserialize)]
@@ -718,6 +753,29 @@ mod tests {
         assert_eq!(web.policy, "default");
         assert!(config.granted(&["group:agents".into()], "web-1"));
         assert!(!config.granted(&["group:other".into()], "web-1"));
+    }
+
+    #[test]
+    fn worker_threads_bounded_with_line() {
+        let with = |n: &str| {
+            let text = base().replace("ssh_listen", &format!("worker_threads = {n}\nssh_listen"));
+            Config::from_toml(&text, Path::new("/etc/gh/gatehouse.toml"))
+        };
+        assert_eq!(with("3").unwrap().server.worker_threads, Some(3));
+        assert_eq!(load("").unwrap().server.worker_threads, None);
+        for bad in ["0", "257", "-1"] {
+            match with(bad) {
+                Err(ConfigError::Invalid { line, message, .. }) => {
+                    assert_eq!(line, 2, "{bad}");
+                    assert!(
+                        message.contains("worker_threads") || bad == "-1",
+                        "{message}"
+                    );
+                }
+                other => panic!("{bad}: {:?}", other.map(|_| ())),
+            }
+        }
+        assert!(default_worker_threads() >= 1);
     }
 
     #[test]

@@ -78,8 +78,11 @@ pub fn pinned_keys_path(config: &Config) -> PathBuf {
     config.server.data_dir.join("pinned_host_keys")
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The async runtime, with `workers` threads for the data path (see
+/// [`crate::config::default_worker_threads`]).
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.unwrap_or_else(crate::config::default_worker_threads))
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -285,7 +288,7 @@ pub async fn start_issuance(
 /// `gatehouse serve`.
 pub fn serve(config_path: &Path) -> anyhow::Result<i32> {
     let config = Config::load(config_path)?;
-    let rt = runtime()?;
+    let rt = runtime(config.server.worker_threads)?;
     rt.block_on(async move {
         let store = Store::open(&config.server.data_dir)?;
         let addr = config.server.ssh_listen;
@@ -304,7 +307,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<i32> {
 
 /// `gatehouse demo`.
 pub fn demo(args: DemoArgs) -> anyhow::Result<i32> {
-    let rt = runtime()?;
+    let rt = runtime(None)?;
     rt.block_on(crate::demo::run(args))
 }
 
@@ -316,7 +319,7 @@ pub fn target(cmd: TargetCommand, config_path: &Path) -> anyhow::Result<i32> {
             let target = config.target(&name).with_context(|| {
                 format!("no target named {name:?} in {}", config.path.display())
             })?;
-            let rt = runtime()?;
+            let rt = runtime(Some(1))?;
             let key = rt.block_on(crate::upstream::fetch_host_key(&target.address))?;
             let line = key.to_openssh().context("cannot encode the host key")?;
             let fingerprint = key.fingerprint(russh::keys::HashAlg::Sha256);
