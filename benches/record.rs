@@ -7,8 +7,8 @@
 //!   text that is mostly not ASCII;
 //! - `sha256 sha2` / `sha256 ring`: the seal's running hash over the encoded lines;
 //! - `write`: the encoded lines written to a file in the gateway's batches (page cache);
-//! - `recorder`: all of it through [`Recorder`] the way the gateway's writer task drives it
-//!   (events buffered, hashed and written every [`WRITE_BYTES`]). Left out: the fsyncs of the
+//! - `recorder`: all of it through [`Recorder`] the way the gateway's writer job drives it on
+//!   the blocking pool (event lines hashed and written every [`WRITE_BYTES`]). Left out: the fsyncs of the
 //!   first write (disk latency, once per recording) and the final fsync and seal, which come
 //!   after the session has ended.
 //!
@@ -116,13 +116,10 @@ fn record(input: &[u8]) -> Duration {
     let mut recorder = Recorder::create_deferred(dir.path(), &header()).expect("recorder");
     // The first write fsyncs the new names: disk latency, once per recording, not CPU per byte.
     recorder.write_pending().expect("first write");
-    recorder.write_events_later();
     let t = Instant::now();
+    // The recorder writes its event lines out itself every FLUSH_BYTES.
     for chunk in input.chunks(CHUNK) {
         recorder.output_at(chunk, Instant::now()).expect("output");
-        if recorder.buffered() >= WRITE_BYTES {
-            recorder.write_pending().expect("write");
-        }
     }
     recorder.write_pending().expect("write");
     let took = t.elapsed();

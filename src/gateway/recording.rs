@@ -1,14 +1,14 @@
 //! One exec's recording as the gateway sees it. The bridge and the exec flow hand events to a
-//! bounded queue; a writer task owns the [`Recorder`], encodes the events as they come and
-//! hands hashing and file writes to the blocking pool in large batches, so none of it runs
-//! inside the data path (a chunk of output costs the bridge one queue send). The writer also
-//! flushes a quiet recording once a second.
+//! bounded queue; a writer task owns the [`Recorder`] and hands the events to the blocking pool
+//! in batches, where they are encoded, hashed and written, so none of that work runs on the
+//! threads of the data path (a chunk of output costs the bridge one queue send). The writer
+//! also flushes a quiet recording once a second.
 //!
 //! Fail closed: with `on_failure = "refuse"` (the default) a recording that cannot be created
 //! refuses the exec, and once a write fails every later event is refused, which ends the exec.
-//! Output queued or buffered when the write failed (at most [`QUEUE_EVENTS`] chunks plus
-//! 256 KiB of encoded events) may have reached the agent, the lag any buffered writer has. With `"continue"` the exec goes on
-//! unrecorded and the audit log says so loudly.
+//! Output queued or gathered when the write failed (at most [`QUEUE_EVENTS`] chunks plus
+//! [`WRITE_BYTES`]) may have reached the agent, the lag any buffered writer has. With
+//! `"continue"` the exec goes on unrecorded and the audit log says so loudly.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::AuditLog;
 use crate::config::OnRecordingFailure;
 use crate::record::cast::{
-    RecordError, Recorder, RecordingHeader, RecordingName, Reservation, FLUSH_INTERVAL,
+    RecordError, Recorder, RecordingHeader, RecordingName, Reservation, FLUSH_BYTES, FLUSH_INTERVAL,
 };
 
 /// Events queued per recording at most. Output and input events carry one SSH packet's data
@@ -220,112 +220,110 @@ impl Drop for Claim {
     }
 }
 
-/// Event lines buffered before the writer hashes and writes them on the blocking pool: one
-/// hand-off per this much output rather than one per chunk.
-pub const WRITE_BYTES: usize = 256 * 1024;
+/// Output and input bytes gathered before the writer hands them to the blocking pool: one
+/// hand-off per this much output rather than one per chunk. It is also the asciicast flush
+/// size: the recorder writes its event lines out whenever they reach [`FLUSH_BYTES`].
+pub const WRITE_BYTES: usize = FLUSH_BYTES;
 
-/// What became of the recorder after a write on the blocking pool.
+/// What became of the recorder after a job on the blocking pool.
 enum Written {
     /// Still open: more events may follow.
     Open(Box<Recorder>),
     /// Sealed (or sealing failed, already logged): the writer is done.
     Sealed,
-    /// A write failed; the recording is incomplete.
+    /// Encoding or a write failed; the recording is incomplete.
     Failed(String),
 }
 
 /// Owns the recorder until the recording is sealed, fails, or every sender is gone (an exec
 /// task that ended without sealing: the recorder's `Drop` writes what it has and the `.open`
-/// marker makes the next start seal it). Events are encoded here as they come (CPU only);
-/// hashing and writing (after the new files' fsyncs, the first time) go to the blocking pool
-/// once [`WRITE_BYTES`] are buffered, once a second, and at the seal.
+/// marker makes the next start seal it).
+///
+/// Events are only gathered here, on the async threads; encoding them (JSON escaping, which
+/// grows NUL-heavy output sixfold), hashing and writing all run in one job on the blocking
+/// pool once [`WRITE_BYTES`] of output have come, at every tick of [`FLUSH_INTERVAL`] that
+/// finds events waiting, and at the seal. That keeps the recording's CPU off the threads that
+/// run the data path, so it runs beside it on another core. While a job runs, new events wait
+/// in the bounded queue, and a full queue slows the exec: a slow disk slows the agent, never
+/// grows memory.
 async fn write_loop(
-    mut recorder: Box<Recorder>,
+    recorder: Box<Recorder>,
     mut rx: mpsc::Receiver<Event>,
     failed: Arc<AtomicBool>,
     audit: Arc<AuditLog>,
     fail_closed: bool,
 ) {
-    recorder.write_events_later();
+    // `None` once a write failed and `on_failure = "continue"` let the exec go on unrecorded.
     let mut recorder = Some(recorder);
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(QUEUE_EVENTS);
-    let mut finish: Option<(Option<i32>, oneshot::Sender<()>)> = None;
+    let mut pending: Vec<Event> = Vec::new();
+    let mut pending_bytes = 0usize;
+    let mut due = false;
     loop {
-        match recorder.take() {
-            Some(open)
-                if finish.is_some() || open.buffered() >= WRITE_BYTES || open.write_due() =>
-            {
-                let end = finish.take();
-                let log = audit.clone();
-                let written = tokio::task::spawn_blocking(move || write(open, end, &log)).await;
-                match written {
-                    Ok(Written::Open(open)) => recorder = Some(open),
-                    Ok(Written::Sealed) => return,
-                    Ok(Written::Failed(err)) => {
-                        fail(&failed, &audit, fail_closed, err).await;
-                        if fail_closed {
-                            return;
-                        }
-                    }
-                    Err(err) => {
-                        let err = format!("recording task failed: {err}");
-                        fail(&failed, &audit, fail_closed, err).await;
-                        if fail_closed {
-                            return;
-                        }
-                    }
+        if due || pending_bytes >= WRITE_BYTES {
+            due = false;
+            pending_bytes = 0;
+            let events = std::mem::take(&mut pending);
+            let Some(open) = recorder.take() else {
+                continue;
+            };
+            let log = audit.clone();
+            let written = tokio::task::spawn_blocking(move || write(open, events, &log)).await;
+            let err = match written {
+                Ok(Written::Open(open)) => {
+                    recorder = Some(open);
+                    continue;
                 }
+                Ok(Written::Sealed) => return,
+                Ok(Written::Failed(err)) => err,
+                Err(err) => format!("recording task failed: {err}"),
+            };
+            fail(&failed, &audit, fail_closed, err).await;
+            if fail_closed {
+                return;
             }
-            open => recorder = open,
-        }
-        if let Some((_, reply)) = finish.take() {
-            // Failed earlier and allowed to continue: there is nothing to seal.
-            let _ = reply.send(());
-            return;
         }
         tokio::select! {
             received = rx.recv_many(&mut batch, QUEUE_EVENTS) => {
                 if received == 0 {
-                    // Dropped off the async threads: its `Drop` writes (and may fsync).
-                    if let Some(open) = recorder.take() {
-                        let _ = tokio::task::spawn_blocking(move || drop(open)).await;
+                    // Every sender is gone without a seal: record what came, then the
+                    // recorder's `Drop` writes it (and may fsync), off the async threads.
+                    if let Some(mut open) = recorder.take() {
+                        let events = std::mem::take(&mut pending);
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let _ = encode(&mut open, events);
+                            drop(open);
+                        })
+                        .await;
                     }
                     return;
                 }
             }
-            _ = tick.tick() => continue,
+            _ = tick.tick() => {
+                due = !pending.is_empty();
+                continue;
+            }
         }
-        let mut error = None;
         for event in batch.drain(..) {
-            let (open, at) = match (recorder.as_mut(), event) {
-                (_, Event::Finish(status, reply)) => {
-                    finish = Some((status, reply));
-                    continue;
+            match event {
+                Event::Finish(_, reply) if recorder.is_none() => {
+                    // Failed earlier and allowed to continue: there is nothing to seal.
+                    let _ = reply.send(());
+                    return;
                 }
-                (Some(open), event) if finish.is_none() && error.is_none() => (open, event),
-                _ => continue,
-            };
-            // Encoding only: with writes left to the blocking pool, events do no I/O.
-            let recorded = match at {
-                Event::Output(bytes, at) => open.output_at(&bytes, at),
-                Event::Input(bytes, at) => open.input_at(&bytes, at),
-                Event::Marker(label, at) => open.marker_at(&label, at),
-                Event::Resize(cols, rows, at) => open.resize_at(cols, rows, at),
-                Event::Finish(..) => Ok(()),
-            };
-            if let Err(err) = recorded {
-                error = Some(err.to_string());
-            }
-        }
-        if let Some(err) = error {
-            if let Some(open) = recorder.take() {
-                let _ = tokio::task::spawn_blocking(move || drop(open)).await;
-            }
-            fail(&failed, &audit, fail_closed, err).await;
-            if fail_closed {
-                return;
+                _ if recorder.is_none() => {}
+                event => {
+                    match &event {
+                        Event::Output(bytes, _) | Event::Input(bytes, _) => {
+                            pending_bytes += bytes.len();
+                        }
+                        Event::Finish(..) => due = true,
+                        Event::Marker(..) | Event::Resize(..) => {}
+                    }
+                    pending.push(event);
+                }
             }
         }
     }
@@ -340,24 +338,40 @@ async fn fail(failed: &AtomicBool, audit: &Arc<AuditLog>, fail_closed: bool, err
     let _ = tokio::task::spawn_blocking(move || log.append("recording.failed", fields)).await;
 }
 
-/// Hashes and writes what is buffered, or seals the recording when `end` says so (blocking:
-/// file writes, fsyncs, the seal's audit record).
-fn write(
-    mut recorder: Box<Recorder>,
-    end: Option<(Option<i32>, oneshot::Sender<()>)>,
-    audit: &AuditLog,
-) -> Written {
-    match end {
-        Some((status, reply)) => {
-            if let Err(err) = recorder.finish(status, audit) {
-                tracing::error!(error = %err, "cannot seal the recording");
+/// Encodes `events` in order and writes them (the recorder writes every [`FLUSH_BYTES`] of
+/// event lines, then what is left), sealing the recording at a `Finish` (blocking: file
+/// writes, fsyncs, the seal's audit record).
+fn write(mut recorder: Box<Recorder>, events: Vec<Event>, audit: &AuditLog) -> Written {
+    let (status, reply) = match encode(&mut recorder, events) {
+        Err(err) => return Written::Failed(err.to_string()),
+        Ok(None) => {
+            return match recorder.write_pending() {
+                Ok(()) => Written::Open(recorder),
+                Err(err) => Written::Failed(err.to_string()),
             }
-            let _ = reply.send(());
-            Written::Sealed
         }
-        None => match recorder.write_pending() {
-            Ok(()) => Written::Open(recorder),
-            Err(err) => Written::Failed(err.to_string()),
-        },
+        Ok(Some(finish)) => finish,
+    };
+    if let Err(err) = recorder.finish(status, audit) {
+        tracing::error!(error = %err, "cannot seal the recording");
     }
+    let _ = reply.send(());
+    Written::Sealed
+}
+
+/// A request to seal: the exit status, and who waits for the seal.
+type Seal = (Option<i32>, oneshot::Sender<()>);
+
+/// Encodes `events` up to a `Finish`, which it returns (events after it are not recorded).
+fn encode(recorder: &mut Recorder, events: Vec<Event>) -> Result<Option<Seal>, RecordError> {
+    for event in events {
+        match event {
+            Event::Output(bytes, at) => recorder.output_at(&bytes, at)?,
+            Event::Input(bytes, at) => recorder.input_at(&bytes, at)?,
+            Event::Marker(label, at) => recorder.marker_at(&label, at)?,
+            Event::Resize(cols, rows, at) => recorder.resize_at(cols, rows, at)?,
+            Event::Finish(status, reply) => return Ok(Some((status, reply))),
+        }
+    }
+    Ok(None)
 }

@@ -149,10 +149,6 @@ pub struct Recorder {
     /// Session id and channel, repeated in the seal so auditors can join records.
     session_id: String,
     channel: u32,
-    /// Whether an event that fills the buffer writes it out itself (the default). A caller
-    /// that records on one thread and writes on another turns it off
-    /// ([`Recorder::write_events_later`]) and writes with [`Recorder::write_pending`].
-    writes_on_events: bool,
     /// Set after a failed write: later calls fail instead of writing after a hole.
     failed: bool,
     /// Set by `finish`, so `Drop` does not touch a sealed file.
@@ -182,20 +178,8 @@ impl Recorder {
         self.write_out()
     }
 
-    /// From now on events only fill the buffer (no I/O, so they may be recorded on an async
-    /// thread); the caller writes with [`Recorder::write_pending`], at the latest when
-    /// [`Recorder::write_due`] says so.
-    pub fn write_events_later(&mut self) {
-        self.writes_on_events = false;
-    }
-
-    /// Bytes of event lines waiting to be written.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
     /// Whether buffered events should be written now: a second since the last write.
-    pub fn write_due(&self) -> bool {
+    fn write_due(&self) -> bool {
         !self.buf.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL
     }
 
@@ -328,10 +312,9 @@ impl Recorder {
         Ok(())
     }
 
-    /// Writes the buffer out after an event once it holds [`FLUSH_BYTES`] (unless the
-    /// caller writes, see [`Recorder::write_events_later`]).
+    /// Writes the buffer out after an event once it holds [`FLUSH_BYTES`].
     fn written_on_event(&mut self) -> Result<(), RecordError> {
-        if self.writes_on_events && self.buf.len() >= FLUSH_BYTES {
+        if self.buf.len() >= FLUSH_BYTES {
             self.write_out()?;
         }
         Ok(())

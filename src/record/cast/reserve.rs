@@ -137,7 +137,6 @@ impl Reservation {
             last_flush: Instant::now(),
             session_id: header.session_id.clone(),
             channel: header.channel,
-            writes_on_events: true,
             failed: false,
             sealed: false,
         })
