@@ -378,10 +378,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     }
     println!("gatehouse demo ready (Ctrl-C stops it)");
 
-    let served = gateway.serve(listener, shutdown).await;
+    gateway.serve(listener, shutdown).await;
     drop(store);
     sshd.stop().await;
     println!("gatehouse demo stopped");
-    served?;
     Ok(0)
 }

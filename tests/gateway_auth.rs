@@ -63,12 +63,7 @@ fn try_login(demo: &Demo, key: &Path, cert: Option<&Path>, user: &str) -> std::p
 /// Adds a `probe` host to the demo's ssh_config: gatehouse's port with no keys of its own.
 fn add_probe_host(demo: &Demo) {
     let cfg = std::fs::read_to_string(demo.ssh_config()).unwrap();
-    let port = cfg
-        .lines()
-        .skip_while(|l| l.trim() != "Host demo")
-        .find_map(|l| l.trim().strip_prefix("Port "))
-        .unwrap()
-        .to_string();
+    let port = demo.port();
     let kh = demo.path().join("known_hosts");
     let probe = format!(
         "Host probe\n  HostName 127.0.0.1\n  Port {port}\n  HostKeyAlias gatehouse\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n  PasswordAuthentication no\n  KbdInteractiveAuthentication no\n\n",

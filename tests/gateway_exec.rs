@@ -200,6 +200,31 @@ fn environment_is_filtered() {
     assert!(!demo.log().contains("leak"), "an env value reached the log");
 }
 
+/// Out of file descriptors, `accept` fails (EMFILE). That must slow newcomers down, not stop
+/// the server: once the connections that used them up are gone, agents are served again.
+#[test]
+fn running_out_of_descriptors_does_not_stop_the_server() {
+    let demo = Demo::start_with_open_files(64, &[]);
+    let before = demo.ssh("demo", &[], "echo before");
+    assert_eq!(stdout(&before), "before\n", "{}", stderr(&before));
+    let flood: Vec<std::net::TcpStream> = (0..120)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", demo.port())).ok())
+        .collect();
+    assert!(flood.len() > 64, "only {} connections opened", flood.len());
+    let fds = format!("/proc/{}/fd", demo.pid());
+    common::serve::wait_until("gatehouse to run out of descriptors (or exit)", || {
+        std::fs::read_dir(&fds).map_or(true, |d| d.count() >= 60)
+    });
+    drop(flood);
+    let after = demo.ssh("demo", &[], "echo after");
+    assert_eq!(stdout(&after), "after\n", "{}", stderr(&after));
+    assert!(
+        demo.log().contains("accepting agent connections again"),
+        "{}",
+        demo.log()
+    );
+}
+
 #[test]
 fn demo_stops_cleanly_with_its_sshd() {
     let demo = Demo::start();

@@ -78,6 +78,29 @@ pub fn pinned_keys_path(config: &Config) -> PathBuf {
     config.server.data_dir.join("pinned_host_keys")
 }
 
+/// Raises the soft limit on open files to the hard limit, as servers that hold many
+/// connections do: every agent connection costs a descriptor and its upstream channel's
+/// connection another, and the common soft default (1024) is far below
+/// [`crate::gateway::MAX_CONNECTIONS`]. Running out is survived either way (see
+/// [`crate::gateway::listen`]), but it refuses agents that the machine could serve.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(open_files = ?limit.maximum, "raised the open-files limit"),
+        Err(err) => {
+            tracing::warn!(error = %err, open_files = ?limit.current, "cannot raise the open-files limit")
+        }
+    }
+}
+
 /// The async runtime, with `workers` threads for the data path (see
 /// [`crate::config::default_worker_threads`]).
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -288,6 +311,7 @@ pub async fn start_issuance(
 /// `gatehouse serve`.
 pub fn serve(config_path: &Path) -> anyhow::Result<i32> {
     let config = Config::load(config_path)?;
+    raise_open_files_limit();
     let rt = runtime(config.server.worker_threads)?;
     rt.block_on(async move {
         let store = Store::open(&config.server.data_dir)?;
@@ -299,7 +323,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<i32> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(%addr, "gatehouse listening");
-        gateway.serve(listener, shutdown_signal()).await?;
+        gateway.serve(listener, shutdown_signal()).await;
         tracing::info!("gatehouse stopped");
         Ok(0)
     })
@@ -307,6 +331,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<i32> {
 
 /// `gatehouse demo`.
 pub fn demo(args: DemoArgs) -> anyhow::Result<i32> {
+    raise_open_files_limit();
     let rt = runtime(None)?;
     rt.block_on(crate::demo::run(args))
 }

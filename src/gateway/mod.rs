@@ -1,6 +1,6 @@
 //! The SSH server agents connect to: everything gatehouse needs to answer one agent connection.
 //!
-//! `server` translates russh callbacks (authentication, channel and request replies) and answers
+//! `listen` accepts connections; `server` translates russh callbacks (authentication, channel and request replies) and answers
 //! them at once; `channel` runs one task per agent channel (policy decision, upstream bridge);
 //! `ratelimit` counts failed authentications per source address; `shutdown` tells open execs to
 //! seal their recordings when the gateway stops. Nothing here parses shell or stores keys: it
@@ -11,6 +11,7 @@ pub mod channel;
 pub mod console;
 pub mod console_data;
 pub mod console_screen;
+pub mod listen;
 pub mod live;
 pub mod ratelimit;
 pub mod recording;
@@ -220,19 +221,13 @@ impl Gateway {
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
-    ) -> std::io::Result<()> {
-        use russh::server::Server as _;
+    ) {
         let config = Arc::new(server::russh_config(&self.host_key, &self.config.server));
-        let mut acceptor = server::Acceptor::new(self.clone());
-        let running = acceptor.run_on_socket(config, &listener);
-        let handle = running.handle();
-        tokio::pin!(shutdown);
-        let result = tokio::select! {
-            r = running => r,
-            _ = &mut shutdown => Ok(()),
-        };
-        // The accept loop is gone with `running`; closing the socket refuses newcomers at once.
-        // Open connections live on (the handle keeps them) until their execs have sealed.
+        let acceptor = server::Acceptor::new(self.clone());
+        let (leave, _) = tokio::sync::broadcast::channel(1);
+        listen::accept_until(&listener, config, &acceptor, &leave, shutdown).await;
+        // The accept loop has stopped; closing the socket refuses newcomers at once.
+        // Open connections live on (each in its own task) until their execs have sealed.
         drop(listener);
         tracing::info!("shutting down: sealing open recordings");
         if !self.shutdown.drain(shutdown::SHUTDOWN_GRACE).await {
@@ -245,8 +240,7 @@ impl Gateway {
         while acceptor.open_connections() > 0 && tokio::time::Instant::now() < leave_by {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        handle.shutdown("gatehouse shutting down".into());
+        let _ = leave.send("gatehouse shutting down".into());
         self.pool.close_all().await;
-        result
     }
 }

@@ -99,22 +99,21 @@ impl Acceptor {
     }
 }
 
-impl russh::server::Server for Acceptor {
-    type Handler = ConnectionHandler;
-
-    fn new_client(&mut self, peer: Option<SocketAddr>) -> ConnectionHandler {
+impl Acceptor {
+    /// The handler for a connection just accepted from `peer`.
+    pub fn connection(&self, peer: SocketAddr) -> ConnectionHandler {
         let session_id = SessionId::random();
         let over_limit = self.open.fetch_add(1, Ordering::SeqCst) >= super::MAX_CONNECTIONS;
         let span = tracing::info_span!(
             "connection",
             session_id = %session_id,
-            peer = %peer.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+            peer = %peer,
             identity = tracing::field::Empty,
             target = tracing::field::Empty,
         );
         ConnectionHandler {
             gateway: self.gateway.clone(),
-            peer,
+            peer: Some(peer),
             session_id,
             authenticated: None,
             channels: Arc::new(AtomicUsize::new(0)),
@@ -124,10 +123,6 @@ impl russh::server::Server for Acceptor {
             over_limit,
             span,
         }
-    }
-
-    fn handle_session_error(&mut self, error: russh::Error) {
-        tracing::debug!(%error, "agent connection ended with an error");
     }
 }
 

@@ -42,6 +42,20 @@ impl Demo {
 
     /// `gatehouse demo --dir DIR ARGS...`
     pub fn start_with(args: &[&str]) -> Demo {
+        Demo::start_command(Command::new(BIN), args)
+    }
+
+    /// `gatehouse demo --dir DIR ARGS...` allowed at most `open_files` descriptors (soft and
+    /// hard limit, so gatehouse cannot raise it).
+    pub fn start_with_open_files(open_files: u32, args: &[&str]) -> Demo {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(BIN);
+        Demo::start_command(sh, args)
+    }
+
+    fn start_command(mut command: Command, args: &[&str]) -> Demo {
         require_openssh();
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-test-")
@@ -54,7 +68,7 @@ impl Demo {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
                 .expect("chmod test dir");
         }
-        let mut child = Command::new(BIN)
+        let mut child = command
             .arg("demo")
             .arg("--dir")
             .arg(dir.path())
@@ -99,6 +113,16 @@ impl Demo {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// gatehouse's SSH port (host `demo` in the ssh_config).
+    pub fn port(&self) -> u16 {
+        let cfg = std::fs::read_to_string(self.ssh_config()).expect("ssh_config");
+        cfg.lines()
+            .skip_while(|l| l.trim() != "Host demo")
+            .find_map(|l| l.trim().strip_prefix("Port "))
+            .and_then(|p| p.parse().ok())
+            .expect("Host demo has a Port")
     }
 
     pub fn ssh_config(&self) -> PathBuf {
