@@ -17,16 +17,14 @@ impl Approvals {
     /// Cancel-safe: dropping the future changes nothing; call [`Approvals::cancel`] when the
     /// client goes away.
     pub async fn wait(&self, id: &RequestId) -> Outcome {
-        let (mut state_rx, expires) = {
+        let watched = crate::store::blocking(|| {
             let mut live = self.lock();
             self.sweep(&mut live, Utc::now());
-            match live.get(id) {
-                Some(entry) => (entry.state_tx.subscribe(), entry.held.expires),
-                None => {
-                    drop(live);
-                    return self.claim(id);
-                }
-            }
+            live.get(id)
+                .map(|entry| (entry.state_tx.subscribe(), entry.held.expires))
+        });
+        let Some((mut state_rx, expires)) = watched else {
+            return crate::store::blocking(|| self.claim(id));
         };
         let left = (expires - Utc::now()).to_std().unwrap_or_default();
         let decided = tokio::time::timeout(
@@ -36,10 +34,12 @@ impl Approvals {
         .await
         .is_ok();
         drop(state_rx);
-        if !decided {
-            self.expire_if_pending(id);
-        }
-        self.claim(id)
+        crate::store::blocking(|| {
+            if !decided {
+                self.expire_if_pending(id);
+            }
+            self.claim(id)
+        })
     }
 
     /// The waiting client went away: a still-pending request is cancelled. An approved one is

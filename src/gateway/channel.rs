@@ -467,7 +467,8 @@ async fn hold(
     let target = &ctx.access.target;
     let identity = &ctx.identity.identity;
     // An approval given earlier (return mode, or while gatehouse restarted) runs exactly once.
-    if let Some(granted) = approvals.take_grant(identity, &target.name, command) {
+    let grant = crate::store::blocking(|| approvals.take_grant(identity, &target.name, command));
+    if let Some(granted) = grant {
         recording
             .marker(&format!("approved {} (resent after approval)", granted.id))
             .await;
@@ -479,13 +480,15 @@ async fn hold(
             .any(|(k, v)| k == "GATEHOUSE_APPROVAL" && v.eq_ignore_ascii_case("return"));
     let held = match approvals.find_pending_same(identity, &target.name, command) {
         Some(existing) if return_mode => existing,
-        _ => match approvals.hold(NewHold {
-            requester: &ctx.identity,
-            target: &target.name,
-            upstream_user: &target.user,
-            command,
-            decision,
-            session_id: &ctx.session_id.to_string(),
+        _ => match crate::store::blocking(|| {
+            approvals.hold(NewHold {
+                requester: &ctx.identity,
+                target: &target.name,
+                upstream_user: &target.user,
+                command,
+                decision,
+                session_id: &ctx.session_id.to_string(),
+            })
         }) {
             Ok(h) => h,
             Err(err) => {
@@ -520,7 +523,7 @@ async fn hold(
         .await
         .is_err()
     {
-        approvals.cancel(&held.id);
+        crate::store::blocking(|| approvals.cancel(&held.id));
         return HoldResult::Ended(EXIT_REFUSED);
     }
     // Wait for the reviewer while watching the agent: if it goes away, the request is
@@ -545,7 +548,7 @@ async fn hold(
         }
     };
     let Some(outcome) = outcome else {
-        approvals.cancel(&held.id);
+        crate::store::blocking(|| approvals.cancel(&held.id));
         recording
             .marker(&format!("cancelled {}: the agent went away", held.id))
             .await;
