@@ -1,16 +1,18 @@
 //! The SSH server agents connect to: everything gatehouse needs to answer one agent connection.
 //!
-//! `listen` accepts connections; `server` translates russh callbacks (authentication, channel and request replies) and answers
-//! them at once; `channel` runs one task per agent channel (policy decision, upstream bridge);
-//! `ratelimit` counts failed authentications per source address; `shutdown` tells open execs to
-//! seal their recordings when the gateway stops. Nothing here parses shell or stores keys: it
-//! asks `policy`, `identity` and `upstream`.
+//! `listen` accepts connections; `server` translates russh callbacks (authentication, channel
+//! and request replies) and answers them at once; `channel` runs one task per agent channel
+//! (policy decision, recording, then `run` on the target or `hold` for a reviewer); `bridge`
+//! copies the bytes; `ratelimit` counts failed authentications per source address; `shutdown`
+//! tells open execs to seal their recordings when the gateway stops. Nothing here parses shell
+//! or stores keys: it asks `policy`, `identity` and `upstream`.
 
 pub mod bridge;
 pub mod channel;
 pub mod console;
 pub mod console_data;
 pub mod console_screen;
+mod hold;
 pub mod listen;
 pub mod live;
 pub mod ratelimit;
