@@ -23,5 +23,6 @@ pub mod record;
 pub mod rekey;
 pub mod secret_file;
 pub mod store;
+pub mod tcp;
 pub mod upstream;
 pub mod vault;

@@ -58,7 +58,8 @@ pub async fn accept_until(
                 let config = config.clone();
                 let mut leave = leave.subscribe();
                 tokio::spawn(async move {
-                    let session = match russh::server::run_stream(config, socket, handler).await {
+                    let stream = crate::tcp::QuickAck::new(socket);
+                    let session = match russh::server::run_stream(config, stream, handler).await {
                         Ok(session) => session,
                         Err(err) => {
                             tracing::debug!(error = %err, "agent connection ended before its session started");
