@@ -68,7 +68,6 @@ pub fn russh_config(host_key: &PrivateKey, server: &ServerConfig) -> russh::serv
         window_size: 2 * 1024 * 1024,
         maximum_packet_size: 32768,
         channel_buffer_size: 64,
-        nodelay: true,
         limits: crate::rekey::limits(),
         ..Default::default()
     }
