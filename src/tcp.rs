@@ -1,4 +1,4 @@
-//! TCP behaviour shared by both sides of the data path.
+//! TCP socket behaviour that neither tokio nor russh offers. Used on agent connections.
 
 use std::io;
 use std::pin::Pin;
