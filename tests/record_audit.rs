@@ -45,7 +45,7 @@ fn record(
     let mut all = Vec::new();
     for c in chunks {
         rec.output(c).unwrap();
-        rec.flush_if_due().unwrap();
+        rec.write_pending().unwrap();
         all.extend_from_slice(c);
     }
     let sealed = rec.finish(Some(exit), audit).unwrap();

@@ -375,3 +375,79 @@ fn encode(recorder: &mut Recorder, events: Vec<Event>) -> Result<Option<Seal>, R
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> RecordingHeader {
+        RecordingHeader {
+            session_id: "sess-w".into(),
+            channel: 3,
+            identity: "agent".into(),
+            serial: 7,
+            target: "web-1".into(),
+            upstream_user: "deploy".into(),
+            client: "127.0.0.1:5555".into(),
+            width: 80,
+            height: 24,
+            term: None,
+            title: "tail -f app.log".into(),
+            pty: false,
+        }
+    }
+
+    /// The `.cast` file under `root` (one day directory, one recording).
+    fn cast_file(root: &std::path::Path) -> std::path::PathBuf {
+        let day = std::fs::read_dir(root)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::read_dir(day)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "cast"))
+            .unwrap()
+    }
+
+    /// Output followed by silence reaches the file through the writer's once-a-second flush,
+    /// with no further event and no seal to push it; the seal then comes after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn quiet_output_is_written_within_the_flush_interval_and_sealed_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Arc::new(AuditLog::open(&dir.path().join("audit.jsonl")).unwrap());
+        let root = dir.path().join("recordings");
+        let created = ExecRecording::create(&root, &header());
+        let recording = ExecRecording::begin(
+            created,
+            &header(),
+            OnRecordingFailure::Refuse,
+            audit.clone(),
+        )
+        .await
+        .unwrap();
+        assert!(recording.marker("cmd: tail -f app.log").await);
+        let cast = cast_file(&root);
+        // Twice: the first may go out with the writer's first tick, which comes at once; the
+        // second needs a later one.
+        for line in ["one quiet line", "another quiet line"] {
+            let output = Bytes::from(format!("{line}\n"));
+            assert!(recording.output(output).await);
+            let deadline = Instant::now() + FLUSH_INTERVAL * 10;
+            while !std::fs::read_to_string(&cast).unwrap().contains(line) {
+                assert!(Instant::now() < deadline, "{line:?} never reached {cast:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        let marker = cast.with_extension("cast.open");
+        assert!(marker.exists(), "sealed before finish");
+
+        recording.finish(Some(0)).await;
+        let text = std::fs::read_to_string(&cast).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last[1], "x", "{text}");
+        assert!(!marker.exists(), "still unsealed after finish");
+    }
+}

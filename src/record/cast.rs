@@ -9,9 +9,9 @@
 //! bytes become U+FFFD); there are no blank lines; output keeps its bytes, so exec output
 //! keeps bare `\n` (players turn it into `\r\n` when the header says there was no PTY).
 //!
-//! Events are buffered and written to the file at least every second (the caller's timer calls
-//! [`Recorder::flush_if_due`]) or every 64 KiB, so a killed process loses at most a second of
-//! output. A running SHA-256 follows the bytes as they are written; [`Recorder::finish`] adds
+//! Events are buffered and written to the file every 64 KiB, and whenever the caller calls
+//! [`Recorder::write_pending`]; the gateway's writer does at least once a second
+//! ([`FLUSH_INTERVAL`]), so a killed process loses at most a second of output. A running SHA-256 follows the bytes as they are written; [`Recorder::finish`] adds
 //! the `x` event, fsyncs and appends `recording.sealed` to the audit log without re-reading the
 //! file. A `<file>.open` marker exists while a recording is unsealed; at startup
 //! [`recover_unsealed`] repairs and seals whatever a crash left open.
@@ -144,8 +144,6 @@ pub struct Recorder {
     size: u64,
     /// Turns events into lines in `buf`; counts them for the seal.
     encoder: EventEncoder,
-    /// When the buffer was last written out.
-    last_flush: Instant,
     /// Session id and channel, repeated in the seal so auditors can join records.
     session_id: String,
     channel: u32,
@@ -176,11 +174,6 @@ impl Recorder {
     /// Writes buffered events out now (making the names durable first, if still pending).
     pub fn write_pending(&mut self) -> Result<(), RecordError> {
         self.write_out()
-    }
-
-    /// Whether buffered events should be written now: a second since the last write.
-    fn write_due(&self) -> bool {
-        !self.buf.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL
     }
 
     /// The file being written.
@@ -231,15 +224,6 @@ impl Recorder {
     /// Records a marker stamped `at`.
     pub fn marker_at(&mut self, label: &str, at: Instant) -> Result<(), RecordError> {
         self.event("m", label, at)
-    }
-
-    /// Writes buffered events out when a second has passed since the last write or 64 KiB
-    /// are pending. Call it from a 1 s timer so quiet sessions are flushed too.
-    pub fn flush_if_due(&mut self) -> Result<(), RecordError> {
-        if self.buf.len() >= FLUSH_BYTES || self.write_due() {
-            self.write_out()?;
-        }
-        Ok(())
     }
 
     /// Ends the recording: writes any carried partial sequence (as U+FFFD), the `x` event when
@@ -335,7 +319,6 @@ impl Recorder {
                 return Err(self.io_error(source));
             }
         }
-        self.last_flush = Instant::now();
         if self.buf.is_empty() {
             return Ok(());
         }

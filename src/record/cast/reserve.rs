@@ -134,7 +134,6 @@ impl Reservation {
             hasher: Sha256::new(),
             size: 0,
             encoder: EventEncoder::new(Instant::now()),
-            last_flush: Instant::now(),
             session_id: header.session_id.clone(),
             channel: header.channel,
             failed: false,
