@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-/// Runs `work` (store writes, which flush to disk) from async code without stalling the
-/// other tasks of this worker thread: on a multi-threaded runtime they move to another thread
-/// while it runs (`block_in_place`). With one worker per two CPUs, an fsync on a worker would
-/// otherwise hold up every session's bytes for its duration. Outside a multi-threaded runtime
-/// (unit tests) it simply runs.
+/// Runs blocking disk work (store writes, which flush to disk; audit appends) from async code
+/// on this thread without stalling the other tasks of its worker: on a multi-threaded runtime
+/// they move to another thread while it runs (`block_in_place`). With one worker per two CPUs,
+/// an fsync on a worker would otherwise hold up every session's bytes for its duration.
+/// Outside a multi-threaded runtime (unit tests) it simply runs.
 pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {

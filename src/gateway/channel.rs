@@ -227,7 +227,7 @@ async fn exec(
             None => ExecRecording::create(&root, &header),
         }
     };
-    let (mut upstream, created) = tokio::join!(
+    let (mut upstream, (created, audited)) = tokio::join!(
         async {
             match allowed {
                 true => Some(gw.pool.open_channel(&ctx.access).await),
@@ -241,8 +241,6 @@ async fn exec(
             decision_record(ctx, &line, &decision)
         ),
     );
-    let (created, audited) =
-        created.unwrap_or_else(|| (Err("the recording task failed".to_owned()), false));
     let recording = ExecRecording::begin(
         created,
         &header,

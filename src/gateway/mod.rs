@@ -151,39 +151,25 @@ impl Gateway {
     /// [`Gateway::audit_event`] for a record that holds up what the caller does next (an exec's
     /// decision, which must be on disk before the command runs), after `first`: blocking file
     /// work that should be on disk as soon as the record is (an exec's recording files). Both
-    /// run on this thread, one after the other: handing them to the blocking pool costs a thread
-    /// wake-up, a few hundred microseconds on a busy machine, on every exec, and doing them side
-    /// by side makes the file creation and the record's fdatasync contend for the same journal
-    /// commit. The runtime moves this worker's other tasks elsewhere while it waits
-    /// (`block_in_place`); outside a multi-threaded runtime it falls back to the pool.
-    pub async fn audit_after<T: Send + 'static>(
+    /// run on this thread, one after the other, through [`crate::store::blocking`]: handing them
+    /// to the blocking pool costs a thread wake-up, a few hundred microseconds on a busy
+    /// machine, on every exec, and doing them side by side makes the file creation and the
+    /// record's fdatasync contend for the same journal commit. Returns what `first` returned and
+    /// whether the record reached the log.
+    pub async fn audit_after<T>(
         &self,
-        first: impl FnOnce() -> T + Send + 'static,
+        first: impl FnOnce() -> T,
         kind: &'static str,
         fields: serde_json::Value,
-    ) -> Option<(T, bool)> {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        let audit = self.audit.clone();
-        let both = move || {
+    ) -> (T, bool) {
+        let (done, appended) = crate::store::blocking(|| {
             let done = first();
-            let appended = audit.append(kind, fields);
-            (done, appended)
-        };
-        let (done, appended) = if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-            tokio::task::block_in_place(both)
-        } else {
-            match tokio::task::spawn_blocking(both).await {
-                Ok(both) => both,
-                Err(err) => {
-                    tracing::error!(%kind, error = %err, "audit task failed");
-                    return None;
-                }
-            }
-        };
+            (done, self.audit.append(kind, fields))
+        });
         if let Err(err) = &appended {
             tracing::error!(%kind, error = %err, "audit append failed");
         }
-        Some((done, appended.is_ok()))
+        (done, appended.is_ok())
     }
 
     /// Copies every approval event into the audit log, for as long as the gateway lives.
