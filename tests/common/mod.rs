@@ -159,10 +159,13 @@ impl Demo {
         terminate(&mut self.child)
     }
 
-    /// Stops the demo like [`Demo::stop`] but keeps its directory (until dropped), so that the
-    /// test can run `gatehouse serve` on what it left.
-    pub fn stop_keeping_files(&mut self) -> std::process::ExitStatus {
-        terminate(&mut self.child)
+    /// A demo started and stopped cleanly, its directory kept (until dropped), so that the
+    /// test can run `gatehouse serve` and the demo's sshd on what it left.
+    pub fn left_behind() -> Demo {
+        let mut demo = Demo::start();
+        let stopped = terminate(&mut demo.child);
+        assert!(stopped.success(), "demo exit {stopped:?}: {}", demo.log());
+        demo
     }
 }
 
