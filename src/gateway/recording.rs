@@ -379,23 +379,7 @@ fn encode(recorder: &mut Recorder, events: Vec<Event>) -> Result<Option<Seal>, R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn header() -> RecordingHeader {
-        RecordingHeader {
-            session_id: "sess-w".into(),
-            channel: 3,
-            identity: "agent".into(),
-            serial: 7,
-            target: "web-1".into(),
-            upstream_user: "deploy".into(),
-            client: "127.0.0.1:5555".into(),
-            width: 80,
-            height: 24,
-            term: None,
-            title: "tail -f app.log".into(),
-            pty: false,
-        }
-    }
+    use crate::record::cast::tests::header;
 
     /// The `.cast` file under `root` (one day directory, one recording).
     fn cast_file(root: &std::path::Path) -> std::path::PathBuf {

@@ -404,4 +404,4 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 #[path = "cast/tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -6,7 +6,9 @@ use super::utf8::Utf8Carry;
 use super::*;
 use crate::audit;
 
-fn header() -> RecordingHeader {
+/// A recording's header as the gateway fills it for an exec without a PTY (also used by the
+/// gateway's recording tests).
+pub(crate) fn header() -> RecordingHeader {
     RecordingHeader {
         session_id: "sess-1".into(),
         channel: 0,
