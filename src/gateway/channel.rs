@@ -50,7 +50,7 @@ pub struct ChannelContext {
     /// The connection's id (logs, recordings).
     pub session_id: SessionId,
     /// The agent's address.
-    pub peer: Option<SocketAddr>,
+    pub peer: SocketAddr,
     /// For replies that have no method on the channel itself (exit-signal).
     pub handle: Handle,
     /// This channel's number within the connection (recording names).
@@ -198,7 +198,7 @@ async fn exec(
         serial: ctx.identity.serial,
         target: target.name.clone(),
         upstream_user: target.user.clone(),
-        client: ctx.peer.map(|p| p.to_string()).unwrap_or_default(),
+        client: ctx.peer.to_string(),
         width: pty.as_ref().map(|p| clamp16(p.cols)).unwrap_or(80),
         height: pty.as_ref().map(|p| clamp16(p.rows)).unwrap_or(24),
         term: pty.as_ref().map(|p| p.term.clone()),

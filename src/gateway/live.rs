@@ -122,7 +122,7 @@ pub fn register_exec(ctx: &super::channel::ChannelContext, command: &str) -> Opt
         session_id: ctx.session_id.to_string(),
         identity: ctx.identity.identity.clone(),
         target: ctx.access.target.name.clone(),
-        client: ctx.peer,
+        client: Some(ctx.peer),
         command: command.to_string(),
         started: Utc::now(),
         decision: "deciding".to_string(),

@@ -112,7 +112,7 @@ impl Acceptor {
         );
         ConnectionHandler {
             gateway: self.gateway.clone(),
-            peer: Some(peer),
+            peer,
             session_id,
             authenticated: None,
             channels: Arc::new(AtomicUsize::new(0)),
@@ -139,7 +139,7 @@ pub struct ConnectionHandler {
     /// Shared gateway state.
     gateway: Arc<Gateway>,
     /// The agent's address (for `source-address`, rate limiting and logs).
-    peer: Option<SocketAddr>,
+    peer: SocketAddr,
     /// This connection's id.
     session_id: SessionId,
     /// Set once a certificate has been accepted.
@@ -177,7 +177,7 @@ impl ConnectionHandler {
                 "auth.success",
                 serde_json::json!({
                     "session_id": self.session_id.to_string(),
-                    "peer": self.peer.map(|p| p.to_string()),
+                    "peer": self.peer.to_string(),
                     "login": user,
                     "identity": identity.identity,
                     "serial": identity.serial,
@@ -197,10 +197,7 @@ impl ConnectionHandler {
     }
 
     async fn fail(&self, user: &str, reason: &str) -> Auth {
-        let count = self
-            .peer
-            .map(|p| self.gateway.auth_failures.record(p.ip()))
-            .unwrap_or(0);
+        let count = self.gateway.auth_failures.record(self.peer.ip());
         self.span.in_scope(|| {
             tracing::warn!(login = %user, %reason, failures_this_minute = count, "authentication refused")
         });
@@ -209,7 +206,7 @@ impl ConnectionHandler {
                 "auth.failure",
                 serde_json::json!({
                     "session_id": self.session_id.to_string(),
-                    "peer": self.peer.map(|p| p.to_string()),
+                    "peer": self.peer.to_string(),
                     "login": user,
                     "reason": reason,
                 }),
@@ -219,11 +216,7 @@ impl ConnectionHandler {
     }
 
     fn blocked(&self) -> bool {
-        self.over_limit
-            || self
-                .peer
-                .map(|p| self.gateway.auth_failures.is_blocked(p.ip()))
-                .unwrap_or(false)
+        self.over_limit || self.gateway.auth_failures.is_blocked(self.peer.ip())
     }
 
     fn refuse_request(&self, what: &str) {
@@ -306,7 +299,7 @@ impl russh::server::Handler for ConnectionHandler {
         let identity = match self.gateway.verifier.verify(
             certificate,
             now,
-            self.peer.map(|p| p.ip()),
+            Some(self.peer.ip()),
             &revocations,
         ) {
             Ok(identity) => identity,
