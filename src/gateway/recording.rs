@@ -255,7 +255,10 @@ async fn write_loop(
 ) {
     // `None` once a write failed and `on_failure = "continue"` let the exec go on unrecorded.
     let mut recorder = Some(recorder);
-    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    // The first tick one interval from now, not at once (`interval`'s default): an exec that
+    // ends within the second is written in one job, at its seal.
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_INTERVAL, FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(QUEUE_EVENTS);
     let mut pending: Vec<Event> = Vec::new();
@@ -414,8 +417,7 @@ mod tests {
         .unwrap();
         assert!(recording.marker("cmd: tail -f app.log").await);
         let cast = cast_file(&root);
-        // Twice: the first may go out with the writer's first tick, which comes at once; the
-        // second needs a later one.
+        // Twice: the first goes out with the writer's first tick, the second needs a later one.
         for line in ["one quiet line", "another quiet line"] {
             let output = Bytes::from(format!("{line}\n"));
             assert!(recording.output(output).await);
