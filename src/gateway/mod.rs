@@ -150,12 +150,12 @@ impl Gateway {
 
     /// [`Gateway::audit_event`] for a record that holds up what the caller does next (an exec's
     /// decision, which must be on disk before the command runs), after `first`: blocking file
-    /// work that should be on disk as soon as the record is (an exec's recording files). Both
-    /// run on this thread, one after the other, through [`crate::store::blocking`]: handing them
-    /// to the blocking pool costs a thread wake-up, a few hundred microseconds on a busy
-    /// machine, on every exec, and doing them side by side makes the file creation and the
-    /// record's fdatasync contend for the same journal commit. Returns what `first` returned and
-    /// whether the record reached the log.
+    /// work the caller also needs done before it goes on (starting an exec's recording in its
+    /// claimed files). Both run on this thread, one after the other, through
+    /// [`crate::store::blocking`]: handing them to the blocking pool costs a thread wake-up, a
+    /// few hundred microseconds on a busy machine, on every exec, and doing them side by side
+    /// measured slower, the file work and the record's fdatasync waiting on the same disk
+    /// writes. Returns what `first` returned and whether the record reached the log.
     pub async fn audit_after<T>(
         &self,
         first: impl FnOnce() -> T,
