@@ -84,9 +84,7 @@ impl ExecRecording {
                     "error": err,
                     "continued": !fail_closed,
                 });
-                let _ =
-                    tokio::task::spawn_blocking(move || audit.append("recording.failed", fields))
-                        .await;
+                audit_failure(audit, fields).await;
                 if fail_closed {
                     return Err(RecordingUnavailable(err));
                 }
@@ -337,8 +335,17 @@ async fn fail(failed: &AtomicBool, audit: &Arc<AuditLog>, fail_closed: bool, err
     tracing::error!(error = %err, "recording write failed");
     failed.store(true, Ordering::SeqCst);
     let fields = serde_json::json!({ "error": err, "continued": !fail_closed });
-    let log = audit.clone();
-    let _ = tokio::task::spawn_blocking(move || log.append("recording.failed", fields)).await;
+    audit_failure(audit.clone(), fields).await;
+}
+
+/// Appends `recording.failed` off the async threads. The session is refused or goes on
+/// unrecorded either way; if even the audit log fails, the log line is what is left.
+async fn audit_failure(audit: Arc<AuditLog>, fields: serde_json::Value) {
+    let appended =
+        tokio::task::spawn_blocking(move || audit.append("recording.failed", fields)).await;
+    if !matches!(appended, Ok(Ok(_))) {
+        tracing::error!("the recording failure could not be written to the audit log");
+    }
 }
 
 /// Encodes `events` in order and writes them (the recorder writes every [`FLUSH_BYTES`] of
