@@ -113,7 +113,10 @@ mod tests {
         let quick = |s: &TcpStream| socket2::SockRef::from(s).tcp_quickack().unwrap();
         // Without this the test would prove nothing: the exchanges must have put a socket
         // that is left alone into delayed-ACK mode.
-        assert!(!quick(&plain), "the plain socket never entered delayed-ACK mode");
+        assert!(
+            !quick(&plain),
+            "the plain socket never entered delayed-ACK mode"
+        );
         assert!(quick(&wrapped.inner));
     }
 }

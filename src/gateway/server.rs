@@ -296,15 +296,15 @@ impl russh::server::Handler for ConnectionHandler {
                     .await)
             }
         };
-        let identity = match self.gateway.verifier.verify(
-            certificate,
-            now,
-            Some(self.peer.ip()),
-            &revocations,
-        ) {
-            Ok(identity) => identity,
-            Err(rejection) => return Ok(self.fail(user, &rejection.to_string()).await),
-        };
+        let identity =
+            match self
+                .gateway
+                .verifier
+                .verify(certificate, now, Some(self.peer.ip()), &revocations)
+            {
+                Ok(identity) => identity,
+                Err(rejection) => return Ok(self.fail(user, &rejection.to_string()).await),
+            };
         if user == CONSOLE_LOGIN {
             if !self.gateway.approvals.is_reviewer(&identity) {
                 return Ok(self
