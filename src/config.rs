@@ -122,7 +122,15 @@ pub struct ServerConfig {
     /// Threads running the data path; `None` means [`default_worker_threads`]. Set in the file
     /// when the machine also runs other busy work (or to give gatehouse every core).
     pub worker_threads: Option<usize>,
+    /// How long an agent connection may take from accept to a successful authentication
+    /// before it is disconnected (OpenSSH's `LoginGraceTime`).
+    pub login_grace: Duration,
 }
+
+/// Login grace when the configuration does not say.
+pub const DEFAULT_LOGIN_GRACE: Duration = Duration::from_secs(60);
+/// Longest login grace a configuration may ask for.
+pub const MAX_LOGIN_GRACE: Duration = Duration::from_secs(600);
 
 /// Most data-path threads a configuration may ask for.
 pub const MAX_WORKER_THREADS: usize = 256;
@@ -243,6 +251,16 @@ impl Config {
                     ))
                 }
                 n => n.map(toml::Spanned::into_inner),
+            },
+            login_grace: match &raw.server.login_grace {
+                None => DEFAULT_LOGIN_GRACE,
+                Some(v) => match parse_duration(v.get_ref()) {
+                    Ok(grace) if grace <= MAX_LOGIN_GRACE => grace,
+                    Ok(_) => {
+                        return Err(check.invalid(v, "server.login_grace", "must be at most 10m"))
+                    }
+                    Err(why) => return Err(check.invalid(v, "server.login_grace", &why)),
+                },
             },
         };
         let mut trusted_public_keys = Vec::new();

@@ -5,10 +5,12 @@
 //! CBC modes, 3DES, SHA-1 and `none` are refused with a file:line error rather than offered.
 //! The agent's client picks the first of *its* list that the server offers, so narrowing this
 //! list is how an operator steers clients: `ciphers = ["aes128-gcm@openssh.com",
-//! "aes256-gcm@openssh.com"]` makes OpenSSH and paramiko (3.3 and later) use AES-GCM, which
+//! "aes256-gcm@openssh.com"]` makes OpenSSH and paramiko (3.5 and later) use AES-GCM, which
 //! needs no separate MAC and costs gatehouse far less CPU per byte on AES-capable hardware than
 //! ChaCha20-Poly1305 or AES-CTR with HMAC-SHA2 (see the README's benchmarks). Clients that know
-//! none of the offered algorithms cannot connect.
+//! none of the offered algorithms cannot connect. Unconfigured, gatehouse already narrows the
+//! list to its AES-GCM ciphers for clients that announce paramiko 3.5 or later
+//! (`gateway::handshake`).
 
 use toml::Spanned;
 

@@ -68,6 +68,8 @@ pub struct Server {
     pub macs: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub worker_threads: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub login_grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

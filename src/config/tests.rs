@@ -41,6 +41,32 @@ fn reference_config_loads() {
 }
 
 #[test]
+fn login_grace_defaults_to_a_minute_and_is_bounded_with_line() {
+    let with = |v: &str| {
+        let text = base().replace("ssh_listen", &format!("login_grace = {v}\nssh_listen"));
+        Config::from_toml(&text, Path::new("/etc/gh/gatehouse.toml"))
+    };
+    assert_eq!(load("").unwrap().server.login_grace, DEFAULT_LOGIN_GRACE);
+    assert_eq!(
+        with("\"90s\"").unwrap().server.login_grace,
+        Duration::from_secs(90)
+    );
+    for (bad, why) in [
+        ("\"11m\"", "at most 10m"),
+        ("\"0s\"", "must be positive"),
+        ("\"soon\"", "expected a number"),
+    ] {
+        match with(bad) {
+            Err(ConfigError::Invalid { line, message, .. }) => {
+                assert_eq!(line, 2, "{bad}");
+                assert!(message.contains(why), "{bad}: {message}");
+            }
+            other => panic!("{bad}: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
 fn worker_threads_bounded_with_line() {
     let with = |n: &str| {
         let text = base().replace("ssh_listen", &format!("worker_threads = {n}\nssh_listen"));

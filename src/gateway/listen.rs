@@ -7,8 +7,12 @@
 //! newcomers down and the bastion keeps serving the agents it has; connections waiting in the
 //! kernel's queue are taken as soon as descriptors are free again.
 //!
-//! Not here: what a connection may do (see `server`), and the order of shutdown (see
-//! [`super::Gateway::serve`]).
+//! Each connection gets the login grace OpenSSH users know (`LoginGraceTime`): from accept
+//! to a successful authentication. A connection that is still not authenticated then is
+//! disconnected, so connections that never log in cannot hold the bastion's connection slots.
+//!
+//! Not here: what a connection may do (see `server`), what it is offered (see `handshake`),
+//! and the order of shutdown (see [`super::Gateway::serve`]).
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -17,8 +21,10 @@ use std::time::Duration;
 
 use russh::Disconnect;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
+use tokio::time::Instant;
 
+use super::handshake::Handshake;
 use super::server::Acceptor;
 
 /// How long accepting pauses after a failure that retrying at once would repeat (no file
@@ -32,7 +38,7 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
 /// until it ends, or until a reason is sent on `leave`: then it is disconnected with it.
 pub async fn accept_until(
     listener: &TcpListener,
-    config: Arc<russh::server::Config>,
+    handshake: Arc<Handshake>,
     acceptor: &Acceptor,
     leave: &broadcast::Sender<String>,
     stop: impl Future<Output = ()>,
@@ -54,35 +60,12 @@ pub async fn accept_until(
                 if let Err(err) = socket.set_nodelay(true) {
                     tracing::debug!(error = %err, "cannot set TCP_NODELAY on an agent connection");
                 }
-                let handler = acceptor.connection(peer);
-                let config = config.clone();
-                let mut leave = leave.subscribe();
-                tokio::spawn(async move {
-                    let stream = crate::tcp::QuickAck::new(socket);
-                    let session = match russh::server::run_stream(config, stream, handler).await {
-                        Ok(session) => session,
-                        Err(err) => {
-                            tracing::debug!(error = %err, "agent connection ended before its session started");
-                            return;
-                        }
-                    };
-                    let handle = session.handle();
-                    tokio::pin!(session);
-                    tokio::select! {
-                        reason = leave.recv() => {
-                            let reason = reason.unwrap_or_default();
-                            let _ = handle
-                                .disconnect(Disconnect::ByApplication, reason, String::new())
-                                .await;
-                            let _ = tokio::time::timeout(DISCONNECT_GRACE, session).await;
-                        }
-                        ended = &mut session => {
-                            if let Err(err) = ended {
-                                tracing::debug!(error = %err, "agent connection ended with an error");
-                            }
-                        }
-                    }
-                });
+                let (handler, login) = acceptor.connection(peer);
+                let handshake = handshake.clone();
+                let leave = leave.subscribe();
+                tokio::spawn(serve_connection(
+                    socket, peer, handshake, handler, login, leave,
+                ));
             }
             // The peer gave up between the handshake and our accept: nothing to wait for.
             Err(err)
@@ -102,5 +85,77 @@ pub async fn accept_until(
                 tokio::time::sleep(ACCEPT_PAUSE).await;
             }
         }
+    }
+}
+
+/// Runs one agent connection: the identification exchange, then russh's session until it ends,
+/// the login grace runs out before authentication, or a reason to leave arrives on `leave`.
+async fn serve_connection(
+    mut socket: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    handshake: Arc<Handshake>,
+    handler: super::server::ConnectionHandler,
+    login: oneshot::Receiver<()>,
+    mut leave: broadcast::Receiver<String>,
+) {
+    let deadline = Instant::now() + handshake.login_grace;
+    let read = match tokio::time::timeout_at(deadline, handshake.exchange(&mut socket)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, %peer, "agent connection ended before identifying itself");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, grace = ?handshake.login_grace, "agent sent no SSH identification within the login grace; closed");
+            return;
+        }
+    };
+    let config = handshake.config_for(&read);
+    let stream = handshake.greeted(crate::tcp::QuickAck::new(socket), read);
+    let cut = stream.cut();
+    let session = match russh::server::run_stream(config, stream, handler).await {
+        Ok(session) => session,
+        Err(err) => {
+            tracing::debug!(error = %err, "agent connection ended before its session started");
+            return;
+        }
+    };
+    let handle = session.handle();
+    tokio::pin!(session);
+    let login_grace_over = async {
+        match tokio::time::timeout_at(deadline, login).await {
+            Err(_) => {}
+            // Authenticated in time, or the handler is gone because the session ended: the
+            // session's own end is what to wait for.
+            Ok(_) => std::future::pending().await,
+        }
+    };
+    let reason = tokio::select! {
+        reason = leave.recv() => reason.unwrap_or_default(),
+        () = login_grace_over => {
+            tracing::info!(%peer, grace = ?handshake.login_grace, "agent did not authenticate within the login grace; closed");
+            // Before authentication there is nothing to say goodbye to, and in the middle of a
+            // key exchange russh would not send it anyway.
+            cut.now();
+            let _ = session.await;
+            return;
+        }
+        ended = &mut session => {
+            if let Err(err) = ended {
+                tracing::debug!(error = %err, "agent connection ended with an error");
+            }
+            return;
+        }
+    };
+    let _ = handle
+        .disconnect(Disconnect::ByApplication, reason, String::new())
+        .await;
+    if tokio::time::timeout(DISCONNECT_GRACE, &mut session)
+        .await
+        .is_err()
+    {
+        // Still there (a key exchange under way ignores the handle): close it all the same.
+        cut.now();
+        let _ = session.await;
     }
 }

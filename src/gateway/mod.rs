@@ -12,6 +12,7 @@ pub mod channel;
 pub mod console;
 pub mod console_data;
 pub mod console_screen;
+pub mod handshake;
 mod hold;
 pub mod listen;
 pub mod live;
@@ -210,10 +211,13 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let config = Arc::new(server::russh_config(&self.host_key, &self.config.server));
+        let handshake = Arc::new(handshake::Handshake::new(
+            &self.host_key,
+            &self.config.server,
+        ));
         let acceptor = server::Acceptor::new(self.clone());
         let (leave, _) = tokio::sync::broadcast::channel(1);
-        listen::accept_until(&listener, config, &acceptor, &leave, shutdown).await;
+        listen::accept_until(&listener, handshake, &acceptor, &leave, shutdown).await;
         // The accept loop has stopped; closing the socket refuses newcomers at once.
         // Open connections live on (each in its own task) until their execs have sealed.
         drop(listener);

@@ -7,16 +7,15 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use russh::keys::{Certificate, PrivateKey};
+use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
-use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use russh::{Channel, ChannelId};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::channel::{self, ChannelContext, Inflows};
 use super::{env_allowed, Gateway, CONSOLE_LOGIN, MAX_CHANNELS_PER_CONNECTION};
-use crate::config::ServerConfig;
 use crate::identity::ca::CertIdentity;
 
 /// Distinguishes one agent connection in logs and recordings; never confused with a channel id.
@@ -33,43 +32,6 @@ impl SessionId {
     /// A fresh random id.
     pub fn random() -> SessionId {
         SessionId(rand::random())
-    }
-}
-
-/// The russh server configuration gatehouse runs with.
-pub fn russh_config(host_key: &PrivateKey, server: &ServerConfig) -> russh::server::Config {
-    let mut methods = MethodSet::empty();
-    methods.push(MethodKind::PublicKey);
-    // The names were checked against `config::algorithms` when the config was loaded; a name
-    // russh did not know would only narrow what is offered.
-    let ciphers = server
-        .ciphers
-        .iter()
-        .filter_map(|name| russh::cipher::Name::try_from(name.as_str()).ok())
-        .collect::<Vec<_>>();
-    let macs = server
-        .macs
-        .iter()
-        .filter_map(|name| russh::mac::Name::try_from(name.as_str()).ok())
-        .collect::<Vec<_>>();
-    russh::server::Config {
-        methods,
-        preferred: russh::Preferred {
-            cipher: std::borrow::Cow::Owned(ciphers),
-            mac: std::borrow::Cow::Owned(macs),
-            ..russh::Preferred::DEFAULT
-        },
-        keys: vec![host_key.clone()],
-        auth_rejection_time: Duration::from_millis(300),
-        auth_rejection_time_initial: Some(Duration::from_millis(0)),
-        max_auth_attempts: 6,
-        inactivity_timeout: Some(Duration::from_secs(3600)),
-        keepalive_interval: Some(Duration::from_secs(60)),
-        window_size: 2 * 1024 * 1024,
-        maximum_packet_size: 32768,
-        channel_buffer_size: 64,
-        limits: crate::rekey::limits(),
-        ..Default::default()
     }
 }
 
@@ -99,8 +61,9 @@ impl Acceptor {
 }
 
 impl Acceptor {
-    /// The handler for a connection just accepted from `peer`.
-    pub fn connection(&self, peer: SocketAddr) -> ConnectionHandler {
+    /// The handler for a connection just accepted from `peer`, and what resolves when the
+    /// connection has authenticated (the login grace ends there).
+    pub fn connection(&self, peer: SocketAddr) -> (ConnectionHandler, oneshot::Receiver<()>) {
         let session_id = SessionId::random();
         let over_limit = self.open.fetch_add(1, Ordering::SeqCst) >= super::MAX_CONNECTIONS;
         let span = tracing::info_span!(
@@ -110,7 +73,8 @@ impl Acceptor {
             identity = tracing::field::Empty,
             target = tracing::field::Empty,
         );
-        ConnectionHandler {
+        let (logged_in, login) = oneshot::channel();
+        let handler = ConnectionHandler {
             gateway: self.gateway.clone(),
             peer,
             session_id,
@@ -120,8 +84,10 @@ impl Acceptor {
             inflows: Inflows::default(),
             open: self.open.clone(),
             over_limit,
+            logged_in: Some(logged_in),
             span,
-        }
+        };
+        (handler, login)
     }
 }
 
@@ -154,6 +120,8 @@ pub struct ConnectionHandler {
     open: Arc<AtomicUsize>,
     /// Set when the gateway was already at [`super::MAX_CONNECTIONS`]: everything is refused.
     over_limit: bool,
+    /// Told when a certificate has been accepted, so the accept loop stops the login grace.
+    logged_in: Option<oneshot::Sender<()>>,
     /// Carries identity, target and session id into every log line of this connection.
     span: tracing::Span,
 }
@@ -193,6 +161,10 @@ impl ConnectionHandler {
             identity,
             target: user.to_string(),
         });
+        if let Some(logged_in) = self.logged_in.take() {
+            // The accept loop may have given up on this connection already; nothing to tell.
+            let _ = logged_in.send(());
+        }
         Auth::Accept
     }
 

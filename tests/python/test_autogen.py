@@ -65,7 +65,11 @@ def casts(demo):
 
 
 def cast_for(demo, command):
-    """The recording whose `cmd:` marker is exactly `command`."""
+    """The recording whose `cmd:` marker is exactly `command`, once every recording is sealed
+    (an exec's recording is written and sealed just after the agent has its exit status)."""
+    deadline = time.monotonic() + 10
+    while any((demo.dir / "recordings").rglob("*.open")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     marker = json.dumps("cmd: " + command)
     found = [c for c in casts(demo) if f'"m", {marker}]' in c]
     assert len(found) == 1, (command, len(found))
