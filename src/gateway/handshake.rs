@@ -93,8 +93,12 @@ impl Handshake {
 
     /// The configuration to run a connection with, given what [`Handshake::exchange`] read.
     pub fn config_for(&self, read: &[u8]) -> Arc<russh::server::Config> {
+        let software = client_software(read);
         match &self.gcm_only {
-            Some(gcm_only) if paramiko_with_gcm(client_software(read)) => gcm_only.clone(),
+            Some(gcm_only) if paramiko_with_gcm(software) => {
+                tracing::debug!(client = software, "offering only the AES-GCM ciphers");
+                gcm_only.clone()
+            }
             _ => self.standard.clone(),
         }
     }
