@@ -96,7 +96,7 @@ impl Handshake {
         let software = client_software(read);
         match &self.gcm_only {
             Some(gcm_only) if paramiko_with_gcm(software) => {
-                tracing::debug!(client = software, "offering only the AES-GCM ciphers");
+                tracing::debug!(client = ?software, "offering only the AES-GCM ciphers");
                 gcm_only.clone()
             }
             _ => self.standard.clone(),
