@@ -37,7 +37,8 @@ use crate::identity::revocation::RevocationWatcher;
 use crate::policy::PolicySet;
 use crate::upstream::{Pool, TargetAccess};
 
-/// Agent connections served at once; further connections wait in the accept queue.
+/// Agent connections served at once. Connections beyond it are accepted and refused at
+/// authentication (logged with the reason), and closed by the login grace at the latest.
 pub const MAX_CONNECTIONS: usize = 4096;
 /// Session channels one agent connection may have open at once.
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 32;

@@ -187,8 +187,15 @@ impl ConnectionHandler {
         Auth::reject()
     }
 
-    fn blocked(&self) -> bool {
-        self.over_limit || self.gateway.auth_failures.is_blocked(self.peer.ip())
+    /// Why this connection may not authenticate at all, if it may not.
+    fn blocked(&self) -> Option<&'static str> {
+        if self.over_limit {
+            Some("gatehouse is at its connection limit")
+        } else if self.gateway.auth_failures.is_blocked(self.peer.ip()) {
+            Some("too many failures from this address")
+        } else {
+            None
+        }
     }
 
     fn refuse_request(&self, what: &str) {
@@ -228,10 +235,9 @@ impl russh::server::Handler for ConnectionHandler {
         // An offer only lets the client go on to prove possession with a signature; it never
         // authenticates by itself (see GHSA-3cjp-w4cp-m9c8). The decision happens in
         // `auth_openssh_certificate` once russh has verified the signature.
-        if self.blocked() {
-            self.span.in_scope(|| {
-                tracing::warn!(login = %user, "authentication refused: too many failures from this address")
-            });
+        if let Some(why) = self.blocked() {
+            self.span
+                .in_scope(|| tracing::warn!(login = %user, "authentication refused: {why}"));
             return Ok(Auth::reject());
         }
         Ok(Auth::Accept)
@@ -255,8 +261,8 @@ impl russh::server::Handler for ConnectionHandler {
         user: &str,
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        if self.blocked() {
-            return Ok(self.fail(user, "too many failures from this address").await);
+        if let Some(why) = self.blocked() {
+            return Ok(self.fail(user, why).await);
         }
         let now = chrono::Utc::now().timestamp().max(0) as u64;
         // Fail closed: without a readable revocation list nobody gets in.
