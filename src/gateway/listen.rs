@@ -9,7 +9,7 @@
 //!
 //! Each connection gets the login grace OpenSSH users know (`LoginGraceTime`): from accept
 //! to a successful authentication. A connection that is still not authenticated then is
-//! disconnected, so connections that never log in cannot hold the bastion's connection slots.
+//! closed, so connections that never log in cannot hold the bastion's connection slots.
 //!
 //! Not here: what a connection may do (see `server`), what it is offered (see `handshake`),
 //! and the order of shutdown (see [`super::Gateway::serve`]).
