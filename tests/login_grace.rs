@@ -81,13 +81,17 @@ fn connections_that_do_not_authenticate_within_the_grace_are_closed() {
     );
     assert!(out.status.success());
 
+    // Each line carries the connection's span: which connection, from where.
     let log = std::fs::read_to_string(&log_path).unwrap();
-    assert!(
-        log.contains("agent sent no SSH identification within the login grace"),
-        "{log}"
-    );
-    assert!(
-        log.contains("agent did not authenticate within the login grace"),
-        "{log}"
-    );
+    for message in [
+        "agent sent no SSH identification within the login grace",
+        "agent did not authenticate within the login grace",
+    ] {
+        let line = log.lines().find(|l| l.contains(message));
+        let line = line.unwrap_or_else(|| panic!("no {message:?} in {log}"));
+        assert!(
+            line.contains("session_id=") && line.contains("peer=127.0.0.1:"),
+            "{line}"
+        );
+    }
 }

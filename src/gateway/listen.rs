@@ -23,6 +23,7 @@ use russh::Disconnect;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::handshake::Handshake;
 use super::server::Acceptor;
@@ -61,11 +62,12 @@ pub async fn accept_until(
                     tracing::debug!(error = %err, "cannot set TCP_NODELAY on an agent connection");
                 }
                 let (handler, login) = acceptor.connection(peer);
+                let span = handler.span();
                 let handshake = handshake.clone();
                 let leave = leave.subscribe();
-                tokio::spawn(serve_connection(
-                    socket, peer, handshake, handler, login, leave,
-                ));
+                tokio::spawn(
+                    serve_connection(socket, handshake, handler, login, leave).instrument(span),
+                );
             }
             // The peer gave up between the handshake and our accept: nothing to wait for.
             Err(err)
@@ -88,11 +90,11 @@ pub async fn accept_until(
     }
 }
 
-/// Runs one agent connection: the identification exchange, then russh's session until it ends,
-/// the login grace runs out before authentication, or a reason to leave arrives on `leave`.
+/// Runs one agent connection (inside its span, which names the peer): the identification
+/// exchange, then russh's session until it ends, the login grace runs out before
+/// authentication, or a reason to leave arrives on `leave`.
 async fn serve_connection(
     mut socket: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
     handshake: Arc<Handshake>,
     handler: super::server::ConnectionHandler,
     login: oneshot::Receiver<()>,
@@ -102,11 +104,11 @@ async fn serve_connection(
     let read = match tokio::time::timeout_at(deadline, handshake.exchange(&mut socket)).await {
         Ok(Ok(read)) => read,
         Ok(Err(err)) => {
-            tracing::debug!(error = %err, %peer, "agent connection ended before identifying itself");
+            tracing::debug!(error = %err, "agent connection ended before identifying itself");
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, grace = ?handshake.login_grace, "agent sent no SSH identification within the login grace; closed");
+            tracing::info!(grace = ?handshake.login_grace, "agent sent no SSH identification within the login grace; closed");
             return;
         }
     };
@@ -133,7 +135,7 @@ async fn serve_connection(
     let reason = tokio::select! {
         reason = leave.recv() => reason.unwrap_or_default(),
         () = login_grace_over => {
-            tracing::info!(%peer, grace = ?handshake.login_grace, "agent did not authenticate within the login grace; closed");
+            tracing::info!(grace = ?handshake.login_grace, "agent did not authenticate within the login grace; closed");
             // Before authentication there is nothing to say goodbye to, and in the middle of a
             // key exchange russh would not send it anyway.
             cut.now();

@@ -133,6 +133,12 @@ impl Drop for ConnectionHandler {
 }
 
 impl ConnectionHandler {
+    /// This connection's span (session id, peer, then identity and target): the accept loop's
+    /// lines about the connection carry it too.
+    pub fn span(&self) -> tracing::Span {
+        self.span.clone()
+    }
+
     async fn accept(&mut self, user: &str, identity: CertIdentity) -> Auth {
         self.span.record("identity", identity.identity.as_str());
         self.span.record("target", user);
