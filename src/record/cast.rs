@@ -11,9 +11,9 @@
 //!
 //! Events are buffered and written to the file every 64 KiB, and whenever the caller calls
 //! [`Recorder::write_pending`]; the gateway's writer does at least once a second
-//! ([`FLUSH_INTERVAL`]), so a killed process loses at most a second of output. A running SHA-256 follows the bytes as they are written; [`Recorder::finish`] adds
-//! the `x` event, fsyncs and appends `recording.sealed` to the audit log without re-reading the
-//! file. A `<file>.open` marker exists while a recording is unsealed; at startup
+//! ([`FLUSH_INTERVAL`]), so a killed process loses at most a second of output. A running
+//! SHA-256 follows the bytes as they are written; [`Recorder::finish`] adds the `x` event,
+//! fsyncs and appends `recording.sealed` to the audit log without re-reading the file. A `<file>.open` marker exists while a recording is unsealed; at startup
 //! [`recover_unsealed`] repairs and seals whatever a crash left open.
 //!
 //! This module does not mask secrets (see `record::mask`; the caller masks first) and does not
