@@ -32,9 +32,16 @@
 //!
 //! [`AuditLog::append`] returns only after the line is written and `sync_data` has returned:
 //! a caller acknowledges an event (answers the agent, reports success) after `append`, so a
-//! crash never loses an acknowledged record. A crash mid-write leaves a final line without its
-//! newline; [`AuditLog::open`] cuts it off (that write never returned, so nobody was told it
-//! happened) and appends an `audit.recovered` record saying how many bytes it dropped.
+//! crash never loses an acknowledged record. A caller with other work to do meanwhile splits
+//! it: [`AuditLog::write`] puts the record in the file (a killed process no longer loses it;
+//! a power cut still may), and [`AuditLog::sync_through`] returns once it is on disk; nothing
+//! may be acknowledged in between. Syncs are shared: one `sync_data` covers every record
+//! written before it, so records written together by many sessions wait for one disk flush,
+//! not one each. A sync that fails leaves the log refusing every later record until a
+//! restart (what the failed flush kept is unknown). A crash mid-write leaves a final line
+//! without its newline; [`AuditLog::open`] cuts it off (that write never returned, so nobody
+//! was told it happened) and appends an `audit.recovered` record saying how many bytes it
+//! dropped.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -73,7 +80,7 @@ pub enum AuditError {
     Locked { path: String },
     #[error("audit log {path}: its last record is damaged ({reason}); run `gatehouse audit verify`, keep the file as evidence and move it aside")]
     CorruptTail { path: String, reason: String },
-    #[error("audit log {path}: an earlier write failed and could not be undone; restart gatehouse to recover the log")]
+    #[error("audit log {path}: an earlier write or disk flush failed and could not be undone; restart gatehouse to recover the log")]
     Poisoned { path: String },
     #[error("audit record kind {0:?} must be 1-64 characters of a-z, 0-9, '.', '_' or '-'")]
     InvalidKind(String),
@@ -109,19 +116,42 @@ pub struct AuditLog {
     /// The open file, the chain's head and the known-good length, behind one lock so that
     /// "compute hash, write, advance head" is atomic with respect to other appends.
     inner: Mutex<Writer>,
+    /// The flusher, behind its own lock: records are written while a flush runs, and the
+    /// next flush covers all of them.
+    flusher: Mutex<Flusher>,
 }
 
 struct Writer {
     /// Opened for append and held under an exclusive advisory lock: a second gatehouse process
     /// writing the same file would fork the chain.
     file: File,
-    /// Head after the last durable append.
+    /// Head after the last written record.
     head: AuditHead,
-    /// File length after the last durable append; a failed write is cut back to it.
+    /// File length after the last written record; a failed write is cut back to it.
     len: u64,
-    /// Set when a failed write could not be cut back: the file may hold half a record, so
-    /// appending more would bury it. Only a reopen (which repairs the tail) clears it.
+    /// Set when a failed write could not be cut back (the file may hold half a record, so
+    /// appending more would bury it) or a flush failed (what reached the disk is unknown).
+    /// Only a reopen (which repairs the tail) clears it.
     poisoned: bool,
+}
+
+/// Makes written records durable, many at a time.
+struct Flusher {
+    /// The log file again (a second descriptor): `sync_data` runs on it without holding the
+    /// writer's lock.
+    file: File,
+    /// File length known to be on disk.
+    synced: u64,
+}
+
+/// A record [`AuditLog::write`] put in the file, not known to be on disk yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a written record must be made durable (sync_through) before anyone is told of it"]
+pub struct WrittenRecord {
+    /// The chain's head with this record.
+    pub head: AuditHead,
+    /// File length just after it: what [`AuditLog::sync_through`] must see on disk.
+    end: u64,
 }
 
 impl AuditLog {
@@ -173,8 +203,14 @@ impl AuditLog {
                 reason,
             })?,
         };
+        let flusher = Flusher {
+            file: file.try_clone().map_err(io)?,
+            // What a killed process wrote may still be only in the page cache.
+            synced: 0,
+        };
         let log = AuditLog {
             path: path.to_path_buf(),
+            flusher: Mutex::new(flusher),
             inner: Mutex::new(Writer {
                 file,
                 head,
@@ -204,6 +240,15 @@ impl AuditLog {
     /// Appends one record of `kind` with `fields` (a JSON object; see the module docs for what
     /// may go in it) and returns the new head once the record is on disk.
     pub fn append(&self, kind: &str, fields: Value) -> Result<AuditHead, AuditError> {
+        let written = self.write(kind, fields)?;
+        self.sync_through(&written)?;
+        Ok(written.head)
+    }
+
+    /// Writes one record like [`AuditLog::append`] but returns before it is on disk: the
+    /// caller may start work that needs the record written (it is in the chain, and a killed
+    /// process keeps it), and must call [`AuditLog::sync_through`] before it tells anyone.
+    pub fn write(&self, kind: &str, fields: Value) -> Result<WrittenRecord, AuditError> {
         let valid_kind = (1..=64).contains(&kind.len())
             && kind.bytes().all(|b| {
                 b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
@@ -236,7 +281,7 @@ impl AuditLog {
         let hash = record_hash(seq, &w.head.hash, body.as_bytes());
         let line = seal_line(&body, &hash);
 
-        if let Err(source) = write_durably(&mut w.file, line.as_bytes()) {
+        if let Err(source) = w.file.write_all(line.as_bytes()) {
             // Cut back to the last good record so a retry does not glue onto half a line.
             let len = w.len;
             if w.file
@@ -253,7 +298,42 @@ impl AuditLog {
         }
         w.len += line.len() as u64;
         w.head = AuditHead { seq, hash };
-        Ok(w.head.clone())
+        Ok(WrittenRecord {
+            head: w.head.clone(),
+            end: w.len,
+        })
+    }
+
+    /// Returns once `record` (and every record written before it) is on disk. One flush
+    /// serves every record written when it starts, so concurrent callers mostly find their
+    /// record already flushed. A failed flush poisons the log: this and every later record
+    /// is refused until a restart.
+    pub fn sync_through(&self, record: &WrittenRecord) -> Result<(), AuditError> {
+        let mut flusher = self
+            .flusher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if flusher.synced >= record.end {
+            return Ok(());
+        }
+        let written = {
+            let w = self.lock();
+            if w.poisoned {
+                return Err(AuditError::Poisoned {
+                    path: self.path.display().to_string(),
+                });
+            }
+            w.len
+        };
+        if let Err(source) = flusher.file.sync_data() {
+            self.lock().poisoned = true;
+            return Err(AuditError::Io {
+                path: self.path.display().to_string(),
+                source,
+            });
+        }
+        flusher.synced = written;
+        Ok(())
     }
 
     /// The writer lock; a panic in another appender cannot leave a half-updated head (the head
@@ -263,11 +343,6 @@ impl AuditLog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-fn write_durably(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
-    file.write_all(bytes)?;
-    file.sync_data()
 }
 
 fn json_type(v: &Value) -> &'static str {

@@ -333,3 +333,57 @@ fn empty_log_head_is_genesis() {
     assert_eq!(head(&path).unwrap(), AuditHead::genesis());
     assert_eq!(verify(&path, None).unwrap().records, 0);
 }
+
+#[test]
+fn a_written_record_is_in_the_chain_before_its_flush_and_one_flush_serves_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, log) = log_in(&dir);
+    let first = log
+        .write("command.decision", json!({"decision": "allow"}))
+        .unwrap();
+    let second = log
+        .write("command.decision", json!({"decision": "deny"}))
+        .unwrap();
+    // Both are in the file and chained, as a reader sees them, before any flush.
+    assert_eq!(lines(&path).len(), 2);
+    assert_eq!(verify(&path, None).unwrap().head, second.head);
+    assert_eq!(log.flusher.lock().unwrap().synced, 0);
+    // Flushing the later one covers the earlier: its own flush finds nothing left to do.
+    log.sync_through(&second).unwrap();
+    let file_len = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(log.flusher.lock().unwrap().synced, file_len);
+    assert!(first.end < second.end);
+    log.sync_through(&first).unwrap();
+    // `append` still returns a record only once it is flushed.
+    let third = log.append("session.end", Value::Null).unwrap();
+    assert_eq!(third.seq, 3);
+    assert_eq!(
+        log.flusher.lock().unwrap().synced,
+        std::fs::metadata(&path).unwrap().len()
+    );
+}
+
+#[test]
+fn a_poisoned_log_refuses_unflushed_records_but_not_flushed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, log) = log_in(&dir);
+    let flushed = log
+        .append("auth.success", json!({"identity": "a"}))
+        .unwrap();
+    let flushed = WrittenRecord {
+        end: log.lock().len,
+        head: flushed,
+    };
+    let pending = log.write("command.decision", Value::Null).unwrap();
+    // What a failed flush leaves behind (it cannot be provoked on a healthy disk).
+    log.lock().poisoned = true;
+    assert!(matches!(
+        log.sync_through(&pending),
+        Err(AuditError::Poisoned { .. })
+    ));
+    assert!(log.sync_through(&flushed).is_ok());
+    assert!(matches!(
+        log.write("session.end", Value::Null),
+        Err(AuditError::Poisoned { .. })
+    ));
+}

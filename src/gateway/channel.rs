@@ -17,7 +17,7 @@ use super::recording::{Claim, ExecRecording};
 use super::run::{close_unused, run_upstream, Exec};
 use super::server::SessionId;
 use super::shutdown::{cut_off, ShutdownListener};
-use super::{env_allowed, Gateway};
+use super::{env_allowed, AuditFlush, Gateway};
 use crate::identity::ca::CertIdentity;
 use crate::policy::{self, Action, Decision};
 use crate::record::cast::RecordingHeader;
@@ -27,6 +27,9 @@ use crate::upstream::TargetAccess;
 pub const EXIT_REFUSED: u32 = 126;
 /// Told to the agent when its command cannot be recorded and recording is mandatory.
 const RECORDING_REFUSED: &str = "gatehouse: the session recording failed; refusing the command\n";
+/// Told to the agent when its command's decision could not be put on disk in the audit log.
+pub(super) const AUDIT_REFUSED: &str =
+    "gatehouse: the audit log is unavailable; refusing the command\n";
 /// Told to the agent when the live-sessions registry is full.
 const LIVE_FULL: &str = "gatehouse: too many live sessions; refusing the command\n";
 /// Exit status for a command held in return mode: retry the identical command after approval.
@@ -214,9 +217,10 @@ async fn exec(
     tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
     let allowed = decision.decision == Action::Allow;
     // The recording is started in the files claimed when the channel opened, and the decision
-    // audited (both on this thread, see `Gateway::audit_after`), while an allowed command's
-    // upstream channel is being opened, usually already open (the pool keeps a spare).
-    // Nothing runs before all are in place.
+    // written to the audit log (both on this thread, see `Gateway::audit_after`), while an
+    // allowed command's upstream channel is being opened, usually already open (the pool
+    // keeps a spare). Nothing runs before all are in place; the decision's flush to disk
+    // goes on beside the rest, and nothing reaches the agent before it is done.
     let reserved = claim.take().await;
     let create = {
         let root = gw.config.server.recordings_dir.clone();
@@ -281,9 +285,8 @@ async fn exec(
         () = shutdown.notified() => cut_off(ctx, agent, &recording).await,
         () = carry_out(
             ctx,
-            Exec { channel, early: Vec::new(), command, pty, env, upstream },
+            Exec { channel, early: Vec::new(), command, pty, env, upstream, audit: Some(audited) },
             decision,
-            audited,
             &recording,
             &live,
         ) => {}
@@ -333,13 +336,11 @@ fn decide(ctx: &ChannelContext, command: &[u8]) -> Decision {
     }
 }
 
-/// Runs, holds or refuses a recorded and decided exec request (`audited`: whether the
-/// decision reached the audit log).
+/// Runs, holds or refuses a recorded and decided exec request.
 async fn carry_out(
     ctx: &ChannelContext,
     exec: Exec,
     decision: Decision,
-    audited: bool,
     recording: &ExecRecording,
     live: &super::live::LiveGuard,
 ) {
@@ -350,17 +351,16 @@ async fn carry_out(
         pty,
         env,
         mut upstream,
+        mut audit,
     } = exec;
-    if !audited {
+    // An allowed command is sent once its decision is in the log, while the record is flushed
+    // (`run_upstream` waits for the flush before anything reaches the agent); a refusal or a
+    // hold is told to the agent at once, so its decision must be on disk first.
+    let written = audit.as_ref().is_some_and(AuditFlush::written);
+    if !written || (decision.decision != Action::Allow && !flushed(&mut audit).await) {
         // Fail closed: a decision that cannot be audited is not carried out.
         close_unused(upstream.take()).await;
-        refuse(
-            &channel,
-            Some(recording),
-            "gatehouse: the audit log is unavailable; refusing the command\n",
-            EXIT_REFUSED,
-        )
-        .await;
+        refuse(&channel, Some(recording), AUDIT_REFUSED, EXIT_REFUSED).await;
         recording.finish(Some(EXIT_REFUSED)).await;
         return;
     }
@@ -427,6 +427,7 @@ async fn carry_out(
         pty,
         env,
         upstream,
+        audit,
     };
     let status = run_upstream(ctx, exec, recording.clone()).await;
     recording
@@ -436,6 +437,15 @@ async fn carry_out(
         })
         .await;
     recording.finish(status).await;
+}
+
+/// Waits for the decision's audit flush unless that was done already; false when the record
+/// could not be put on disk.
+pub(super) async fn flushed(audit: &mut Option<AuditFlush>) -> bool {
+    match audit.take() {
+        Some(flush) => flush.durable().await,
+        None => true,
+    }
 }
 
 fn clamp16(v: u32) -> u16 {

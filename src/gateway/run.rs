@@ -8,8 +8,11 @@
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
 
-use super::channel::{refuse, ChannelContext, PtyRequest, EXIT_UPSTREAM_FAILED};
+use super::channel::{
+    flushed, refuse, ChannelContext, PtyRequest, AUDIT_REFUSED, EXIT_REFUSED, EXIT_UPSTREAM_FAILED,
+};
 use super::recording::ExecRecording;
+use super::AuditFlush;
 use crate::record::mask::MaskMode;
 use crate::upstream::{UpstreamChannel, UpstreamError};
 
@@ -28,6 +31,9 @@ pub(super) struct Exec {
     /// An upstream channel opened while the decision was being recorded, if any (approved
     /// commands open theirs when they start).
     pub(super) upstream: Option<Result<UpstreamChannel, UpstreamError>>,
+    /// The decision's audit record while its flush to disk may still be running; `None` once
+    /// it has been waited for. Nothing reaches the agent before it is done.
+    pub(super) audit: Option<AuditFlush>,
 }
 
 /// Closes an upstream channel that was opened but will not be used.
@@ -50,6 +56,7 @@ pub(super) async fn run_upstream(
         pty,
         env,
         upstream,
+        mut audit,
     } = exec;
     let target = &ctx.access.target;
     let opened = match upstream {
@@ -58,6 +65,10 @@ pub(super) async fn run_upstream(
     };
     let upstream = match opened {
         Ok(up) => up,
+        Err(_) if !flushed(&mut audit).await => {
+            refuse(&channel, Some(&recording), AUDIT_REFUSED, EXIT_REFUSED).await;
+            return Some(EXIT_REFUSED);
+        }
         Err(err) => {
             tracing::error!(error = %err, "upstream unavailable");
             refuse(
@@ -89,7 +100,18 @@ pub(super) async fn run_upstream(
         }
         up.exec(true, command).await
     };
-    if let Err(err) = started.await {
+    let started = started.await;
+    // The command is on its way; the agent hears of it once its decision is on disk. If the
+    // flush fails, the command is killed and the agent refused (the log refuses every later
+    // record too, so nothing else runs until a restart).
+    if !flushed(&mut audit).await {
+        tracing::error!("the decision could not be flushed to the audit log; stopping the command");
+        let _ = up.signal(russh::Sig::KILL).await;
+        let _ = up.close().await;
+        refuse(&channel, Some(&recording), AUDIT_REFUSED, EXIT_REFUSED).await;
+        return Some(EXIT_REFUSED);
+    }
+    if let Err(err) = started {
         tracing::error!(error = %err, target_name = %target.name, "upstream exec failed");
         let _ = up.close().await;
         let msg = format!(

@@ -1,0 +1,157 @@
+//! Fail closed on the audit log, through the real data path: once a command's decision cannot
+//! be written to the audit log, the command is refused with a clear line and never reaches
+//! the target; the chain stays intact, and once the log can be written again commands run.
+//!
+//! The store and the audit log (`data/`) go on a small tmpfs, which the test fills while
+//! gatehouse runs: root ignores permissions, but not a full file system. The agent's
+//! connection is made before that (its login is audited too) and carries every command
+//! (OpenSSH connection sharing).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::serve::{start_serve, start_sshd};
+use common::{stderr, stdout};
+
+/// A tmpfs mounted over a directory (its contents copied in), unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// `None` when this machine does not let the test mount (not root, or a container).
+    fn over(dir: &Path, size: &str) -> Option<SmallDisk> {
+        let aside = dir.with_extension("orig");
+        std::fs::rename(dir, &aside).unwrap();
+        std::fs::create_dir(dir).unwrap();
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            std::fs::remove_dir(dir).unwrap();
+            std::fs::rename(&aside, dir).unwrap();
+            return None;
+        }
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", aside.display()))
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        Some(SmallDisk(dir.to_path_buf()))
+    }
+
+    /// Writes a file until the disk is full; returns it.
+    fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A shared OpenSSH connection to the demo target, closed when dropped.
+struct Shared<'a> {
+    dir: &'a Path,
+}
+
+impl Shared<'_> {
+    fn ssh(&self, extra: &[&str], command: &str) -> Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(self.dir.join("ssh_config"))
+            .args(["-o", "BatchMode=yes", "-o", "ControlMaster=auto"])
+            .arg("-o")
+            .arg(format!("ControlPath={}/cm", self.dir.display()))
+            .args(["-o", "ControlPersist=60"])
+            .args(extra)
+            .arg("demo")
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Shared<'_> {
+    fn drop(&mut self) {
+        let _ = self.ssh(&["-O", "exit"], "");
+    }
+}
+
+#[test]
+fn an_unwritable_audit_log_refuses_the_command_and_nothing_runs() {
+    common::require_openssh();
+    let demo = common::Demo::left_behind();
+    let dir = demo.path();
+    let Some(disk) = SmallDisk::over(&dir.join("data"), "4m") else {
+        eprintln!("SKIPPED: this machine does not allow mounting a tmpfs (run as root)");
+        return;
+    };
+    let _sshd = start_sshd(dir);
+    let log_path = dir.join("serve.log");
+    let config = dir.join("gatehouse.toml");
+    let serve = start_serve(&config, &[], &log_path);
+    let agent = Shared { dir };
+    let out = agent.ssh(&[], "echo logged-in");
+    assert_eq!(stdout(&out), "logged-in\n", "stderr: {}", stderr(&out));
+
+    let filler = disk.fill();
+    // The log's last page may still take a record or two; each command's decision needs
+    // one, and the first that finds no room is refused.
+    let mut refused = None;
+    for i in 0..40 {
+        let marker = dir.join(format!("ran-{i}"));
+        let out = agent.ssh(&[], &format!("touch {}", marker.display()));
+        match out.status.code() {
+            Some(0) => assert!(marker.exists()),
+            Some(126) => {
+                refused = Some((marker, out));
+                break;
+            }
+            other => panic!("exit {other:?}, stderr: {}", stderr(&out)),
+        }
+    }
+    let (marker, out) = refused.expect("no command was refused with the audit log full");
+    assert_eq!(
+        stderr(&out),
+        "gatehouse: the audit log is unavailable; refusing the command\n"
+    );
+    assert!(stdout(&out).is_empty());
+    assert!(!marker.exists(), "the command ran without its audit record");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("audit append failed"), "{log}");
+
+    // Room again: the next command runs, and the chain never broke.
+    std::fs::remove_file(filler).unwrap();
+    let out = agent.ssh(&[], "echo audited-again");
+    assert_eq!(stdout(&out), "audited-again\n", "stderr: {}", stderr(&out));
+    drop(agent);
+    drop(serve);
+    let verify = common::gatehouse(&[
+        "--config",
+        config.to_str().unwrap(),
+        "audit",
+        "verify",
+        "--no-recordings",
+    ]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}
