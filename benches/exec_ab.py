@@ -1,0 +1,78 @@
+"""Exec latency of two gatehouse builds, side by side in one run.
+
+Usage (after building both):
+    GATEHOUSE_DEMO_TARGET_USER=gatehouse-test \\
+        .venv/bin/python benches/exec_ab.py OLD_BIN NEW_BIN [ROUNDS]
+
+Starts one `gatehouse demo` per binary (each with its own sshd) and times `true` execs over
+one TCP_NODELAY paramiko connection per side: through each gatehouse and straight to its
+sshd, in alternating blocks of 25 back-to-back execs, 12 blocks per side (as `e2e.py` does).
+The added time of each build is its p50 minus its own direct p50. With ROUNDS > 1 the whole
+comparison is repeated, the two demos started in swapped order each round. On a machine whose
+speed drifts (a shared VM), the difference between the two builds within one run is what to
+read; the absolute added time moves with the machine.
+"""
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
+import conftest  # noqa: E402
+from e2e import exec_true  # noqa: E402
+
+BLOCK = 25
+BLOCKS = 12
+
+
+def one_round(bins):
+    demos = []
+    try:
+        for b in bins:
+            conftest.BIN = b
+            demos.append(conftest.Demo())
+        pairs = [(d.connect(nodelay=True), d.connect_direct(nodelay=True)) for d in demos]
+        for pair in pairs:
+            for client in pair:
+                for _ in range(10):  # warm up: upstream pool, caches
+                    exec_true(client)
+        samples = {(b, side): [] for b in bins for side in ("via", "direct")}
+        for _ in range(BLOCKS):
+            for b, pair in zip(bins, pairs):
+                for side, client in zip(("via", "direct"), pair):
+                    for _ in range(BLOCK):
+                        t = time.perf_counter()
+                        exec_true(client)
+                        samples[(b, side)].append((time.perf_counter() - t) * 1000)
+        for pair in pairs:
+            for client in pair:
+                client.close()
+        return {
+            b: (statistics.median(samples[(b, "via")]), statistics.median(samples[(b, "direct")]))
+            for b in bins
+        }
+    finally:
+        for d in demos:
+            d.stop()
+
+
+def main():
+    old, new = sys.argv[1:3]
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    print("| round | old added (ms) | new added (ms) | new − old (ms) | direct p50 (ms) |")
+    print("|---|---|---|---|---|")
+    for r in range(rounds):
+        order = [old, new] if r % 2 == 0 else [new, old]
+        res = one_round(order)
+        added = {b: via - direct for b, (via, direct) in res.items()}
+        print(
+            f"| {r + 1} | {added[old]:+.2f} | {added[new]:+.2f} | {added[new] - added[old]:+.2f} "
+            f"| {res[old][1]:.2f} / {res[new][1]:.2f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
