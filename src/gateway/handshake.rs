@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use futures::task::AtomicWaker;
 use russh::keys::PrivateKey;
 use russh::{MethodKind, MethodSet, SshId};
@@ -47,7 +48,7 @@ pub struct Handshake {
     /// run much faster with AES-GCM; `None` when the configured list has no AES-GCM cipher.
     gcm_only: Option<Arc<russh::server::Config>>,
     /// gatehouse's identification line as sent, CR LF included (russh's `server_id`).
-    server_id: Vec<u8>,
+    server_id: Bytes,
     /// How long a connection may take from accept to a successful authentication.
     pub login_grace: Duration,
 }
@@ -64,8 +65,8 @@ impl Handshake {
             .collect();
         let gcm_only = (!gcm.is_empty()).then(|| Arc::new(russh_config(host_key, server, &gcm)));
         let server_id = match &standard.server_id {
-            SshId::Standard(id) => format!("{id}\r\n").into_bytes(),
-            SshId::Raw(id) => id.as_bytes().to_vec(),
+            SshId::Standard(id) => Bytes::from(format!("{id}\r\n")),
+            SshId::Raw(id) => Bytes::copy_from_slice(id.as_bytes()),
         };
         Handshake {
             standard: Arc::new(standard),
@@ -108,10 +109,8 @@ impl Handshake {
     pub fn greeted<S>(&self, stream: S, read: Vec<u8>) -> Greeted<S> {
         Greeted {
             inner: stream,
-            unread: read,
-            unread_from: 0,
+            unread: read.into(),
             sent_id: self.server_id.clone(),
-            sent_id_seen: 0,
             cut: Arc::new(Cut::default()),
         }
     }
@@ -215,14 +214,11 @@ impl Cut {
 pub struct Greeted<S> {
     /// The connection itself.
     inner: S,
-    /// What the exchange read, which russh has yet to see.
-    unread: Vec<u8>,
-    /// How much of `unread` russh has read.
-    unread_from: usize,
-    /// gatehouse's identification, already on the wire.
-    sent_id: Vec<u8>,
-    /// How much of russh's copy of `sent_id` has been dropped.
-    sent_id_seen: usize,
+    /// What the exchange read and russh has yet to see; shrinks as russh reads it.
+    unread: Bytes,
+    /// The part of gatehouse's identification (already on the wire) whose copy from russh is
+    /// still to be dropped; shrinks as russh writes it.
+    sent_id: Bytes,
     /// Set from outside to close the stream.
     cut: Arc<Cut>,
 }
@@ -245,18 +241,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Greeted<S> {
         if let Err(err) = this.cut.check() {
             return Poll::Ready(Err(err));
         }
-        if let Some(rest) = this
-            .unread
-            .get(this.unread_from..)
-            .filter(|r| !r.is_empty())
-        {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(rest.get(..n).unwrap_or_default());
-            this.unread_from += n;
-            if this.unread_from == this.unread.len() {
-                this.unread = Vec::new();
-                this.unread_from = 0;
-            }
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread.split_to(n));
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
@@ -273,18 +260,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Greeted<S> {
         if let Err(err) = this.cut.check() {
             return Poll::Ready(Err(err));
         }
-        if let Some(expected) = this
-            .sent_id
-            .get(this.sent_id_seen..)
-            .filter(|e| !e.is_empty())
-        {
-            let n = expected.len().min(buf.len());
-            if buf.get(..n) != expected.get(..n) {
+        if !this.sent_id.is_empty() {
+            let n = this.sent_id.len().min(buf.len());
+            if buf.get(..n) != this.sent_id.get(..n) {
                 return Poll::Ready(Err(io::Error::other(
                     "the SSH library wrote an identification other than the one sent",
                 )));
             }
-            this.sent_id_seen += n;
+            this.sent_id.advance(n);
             return Poll::Ready(Ok(n));
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
@@ -307,10 +290,8 @@ mod tests {
     fn greeted(inner: tokio::io::DuplexStream, unread: &[u8]) -> Greeted<tokio::io::DuplexStream> {
         Greeted {
             inner,
-            unread: unread.to_vec(),
-            unread_from: 0,
-            sent_id: b"SSH-2.0-gatehouse\r\n".to_vec(),
-            sent_id_seen: 0,
+            unread: Bytes::copy_from_slice(unread),
+            sent_id: Bytes::from_static(b"SSH-2.0-gatehouse\r\n"),
             cut: Arc::new(Cut::default()),
         }
     }
