@@ -17,7 +17,7 @@ use super::recording::{Claim, ExecRecording};
 use super::run::{close_unused, run_upstream, Exec};
 use super::server::SessionId;
 use super::shutdown::{cut_off, ShutdownListener};
-use super::{env_allowed, AuditFlush, Gateway};
+use super::{env_allowed, Gateway};
 use crate::identity::ca::CertIdentity;
 use crate::policy::{self, Action, Decision};
 use crate::record::cast::RecordingHeader;
@@ -285,7 +285,7 @@ async fn exec(
         () = shutdown.notified() => cut_off(ctx, agent, &recording).await,
         () = carry_out(
             ctx,
-            Exec { channel, early: Vec::new(), command, pty, env, upstream, audit: Some(audited) },
+            Exec { channel, early: Vec::new(), command, pty, env, upstream, audit: audited },
             decision,
             &recording,
             &live,
@@ -356,8 +356,7 @@ async fn carry_out(
     // An allowed command is sent once its decision is in the log, while the record is flushed
     // (`run_upstream` waits for the flush before anything reaches the agent); a refusal or a
     // hold is told to the agent at once, so its decision must be on disk first.
-    let written = audit.as_ref().is_some_and(AuditFlush::written);
-    if !written || (decision.decision != Action::Allow && !flushed(&mut audit).await) {
+    if !audit.written() || (decision.decision != Action::Allow && !audit.durable().await) {
         // Fail closed: a decision that cannot be audited is not carried out.
         close_unused(upstream.take()).await;
         refuse(&channel, Some(recording), AUDIT_REFUSED, EXIT_REFUSED).await;
@@ -437,15 +436,6 @@ async fn carry_out(
         })
         .await;
     recording.finish(status).await;
-}
-
-/// Waits for the decision's audit flush unless that was done already; false when the record
-/// could not be put on disk.
-pub(super) async fn flushed(audit: &mut Option<AuditFlush>) -> bool {
-    match audit.take() {
-        Some(flush) => flush.durable().await,
-        None => true,
-    }
 }
 
 fn clamp16(v: u32) -> u16 {

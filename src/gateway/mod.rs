@@ -138,20 +138,33 @@ pub fn load_or_create_host_key(data_dir: &std::path::Path) -> Result<PrivateKey,
 /// agent until [`AuditFlush::durable`] says it is on disk, and a failed flush stops the
 /// command. Waiting for the flush before sending the command cost an exec the disk's flush
 /// time, 0.2-0.3 ms on the machine the benchmarks ran on.
-pub struct AuditFlush(Option<tokio::task::JoinHandle<bool>>);
+pub struct AuditFlush(FlushState);
+
+enum FlushState {
+    /// The record could not be written: nothing may be carried out.
+    NotWritten,
+    /// Written; the flush runs on the blocking pool and answers whether it succeeded.
+    Flushing(tokio::task::JoinHandle<bool>),
+    /// Waited for: whether the record is on disk.
+    Done(bool),
+}
 
 impl AuditFlush {
     /// Whether the record is in the log at all (its flush may still fail).
     pub fn written(&self) -> bool {
-        self.0.is_some()
+        !matches!(self.0, FlushState::NotWritten)
     }
 
-    /// Whether the record is on disk; false when it could not be written or flushed.
-    pub async fn durable(self) -> bool {
-        match self.0 {
-            Some(flush) => flush.await.unwrap_or(false),
-            None => false,
-        }
+    /// Whether the record is on disk, waiting for the flush the first time; false when it
+    /// could not be written or flushed.
+    pub async fn durable(&mut self) -> bool {
+        let durable = match &mut self.0 {
+            FlushState::NotWritten => false,
+            FlushState::Flushing(flush) => flush.await.unwrap_or(false),
+            FlushState::Done(durable) => return *durable,
+        };
+        self.0 = FlushState::Done(durable);
+        durable
     }
 }
 
@@ -195,7 +208,7 @@ impl Gateway {
             Ok(record) => record,
             Err(err) => {
                 tracing::error!(%kind, error = %err, "audit append failed");
-                return (done, AuditFlush(None));
+                return (done, AuditFlush(FlushState::NotWritten));
             }
         };
         let audit = self.audit.clone();
@@ -206,7 +219,7 @@ impl Gateway {
                 false
             }
         });
-        (done, AuditFlush(Some(flush)))
+        (done, AuditFlush(FlushState::Flushing(flush)))
     }
 
     /// Copies every approval event into the audit log, for as long as the gateway lives.

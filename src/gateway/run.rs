@@ -9,7 +9,7 @@ use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
 
 use super::channel::{
-    flushed, refuse, ChannelContext, PtyRequest, AUDIT_REFUSED, EXIT_REFUSED, EXIT_UPSTREAM_FAILED,
+    refuse, ChannelContext, PtyRequest, AUDIT_REFUSED, EXIT_REFUSED, EXIT_UPSTREAM_FAILED,
 };
 use super::recording::ExecRecording;
 use super::AuditFlush;
@@ -31,9 +31,9 @@ pub(super) struct Exec {
     /// An upstream channel opened while the decision was being recorded, if any (approved
     /// commands open theirs when they start).
     pub(super) upstream: Option<Result<UpstreamChannel, UpstreamError>>,
-    /// The decision's audit record while its flush to disk may still be running; `None` once
-    /// it has been waited for. Nothing reaches the agent before it is done.
-    pub(super) audit: Option<AuditFlush>,
+    /// The decision's audit record, whose flush to disk may still be running. Nothing
+    /// reaches the agent before it is done.
+    pub(super) audit: AuditFlush,
 }
 
 /// Closes an upstream channel that was opened but will not be used.
@@ -65,7 +65,7 @@ pub(super) async fn run_upstream(
     };
     let upstream = match opened {
         Ok(up) => up,
-        Err(_) if !flushed(&mut audit).await => {
+        Err(_) if !audit.durable().await => {
             refuse(&channel, Some(&recording), AUDIT_REFUSED, EXIT_REFUSED).await;
             return Some(EXIT_REFUSED);
         }
@@ -104,7 +104,7 @@ pub(super) async fn run_upstream(
     // The command is on its way; the agent hears of it once its decision is on disk. If the
     // flush fails, the command is killed and the agent refused (the log refuses every later
     // record too, so nothing else runs until a restart).
-    if !flushed(&mut audit).await {
+    if !audit.durable().await {
         tracing::error!("the decision could not be flushed to the audit log; stopping the command");
         let _ = up.signal(russh::Sig::KILL).await;
         let _ = up.close().await;
