@@ -13,7 +13,8 @@
 //! [`Recorder::write_pending`]; the gateway's writer does at least once a second
 //! ([`FLUSH_INTERVAL`]), so a killed process loses at most a second of output. A running
 //! SHA-256 follows the bytes as they are written; [`Recorder::finish`] adds the `x` event,
-//! fsyncs and appends `recording.sealed` to the audit log without re-reading the file. A `<file>.open` marker exists while a recording is unsealed; at startup
+//! fsyncs and appends `recording.sealed` to the audit log without re-reading the file. While a
+//! recording is unsealed the file has a second name, `<file>.open` (see `reserve`); at startup
 //! [`recover_unsealed`] repairs and seals whatever a crash left open.
 //!
 //! This module does not mask secrets (see `record::mask`; the caller masks first) and does not
@@ -131,11 +132,11 @@ pub struct Recorder {
     path: PathBuf,
     /// `YYYY-MM-DD/name.cast`: what the seal and `audit verify` name.
     relative: String,
-    /// The unsealed-marker file; removed only once the seal is in the audit log.
+    /// The file's unsealed-marker name; removed only once the seal is in the audit log.
     open_marker: PathBuf,
-    /// Set until the marker and the names are durable ([`Recorder::create_deferred`]): the
-    /// marker's handle and the directory to fsync before anything reaches the `.cast` file.
-    unsynced: Option<(File, PathBuf)>,
+    /// Set until the file and its names are durable ([`Recorder::create_deferred`]): the
+    /// directory to fsync, with the file, before any event is written.
+    unsynced: Option<PathBuf>,
     /// Event lines not yet written: one `write` per flush instead of one per event.
     buf: Vec<u8>,
     /// SHA-256 of every byte written so far, so sealing needs no second read.
@@ -163,10 +164,12 @@ impl Recorder {
     }
 
     /// Creates the files like [`Recorder::create`] but leaves the fsyncs that make them
-    /// durable (marker, directory) to the first write, so a session can start without them.
-    /// The order on disk is unchanged: no byte reaches the `.cast` file before its marker is
-    /// durable. A crash before the first write loses what was not written yet, as a crash
-    /// loses the last second of any recording.
+    /// durable (file, directory) to the first write, so a session can start without them: no
+    /// event reaches the file before its names are durable. A crash before the first write
+    /// loses what was not written yet, as a crash loses the last second of any recording. A
+    /// recording first written at its seal (an exec that ended within the second) is written,
+    /// then made durable with its names, then sealed: the one case where the order cannot
+    /// matter, since nothing of it was on disk before.
     pub fn create_deferred(root: &Path, header: &RecordingHeader) -> Result<Recorder, RecordError> {
         Reservation::claim(root, &header.name())?.start(header)
     }
@@ -244,10 +247,18 @@ impl Recorder {
         if let Some(status) = exit_status {
             self.event("x", &status.to_string(), now)?;
         }
-        self.write_out()?;
-        self.file
+        self.write_buffer()?;
+        let synced = self
+            .file
             .sync_all()
-            .map_err(|source| self.io_error(source))?;
+            .and_then(|()| match self.unsynced.take() {
+                Some(dir) => sync_dir(&dir),
+                None => Ok(()),
+            });
+        if let Err(source) = synced {
+            self.failed = true;
+            return Err(self.io_error(source));
+        }
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         audit
             .append(
@@ -305,19 +316,28 @@ impl Recorder {
     }
 
     /// Writes the buffer to the file (no fsync: a killed process loses nothing written; a
-    /// power cut may, until `finish`).
+    /// power cut may, until `finish`), once the file and its names are durable.
     fn write_out(&mut self) -> Result<(), RecordError> {
         if self.failed {
             return Err(RecordError::Failed {
                 path: self.path.display().to_string(),
             });
         }
-        if let Some((marker, dir)) = self.unsynced.take() {
-            let synced = marker.sync_all().and_then(|()| sync_dir(&dir));
-            if let Err(source) = synced {
+        if let Some(dir) = self.unsynced.take() {
+            if let Err(source) = self.file.sync_all().and_then(|()| sync_dir(&dir)) {
                 self.failed = true;
                 return Err(self.io_error(source));
             }
+        }
+        self.write_buffer()
+    }
+
+    /// Writes the buffer to the file and the running hash, names durable or not.
+    fn write_buffer(&mut self) -> Result<(), RecordError> {
+        if self.failed {
+            return Err(RecordError::Failed {
+                path: self.path.display().to_string(),
+            });
         }
         if self.buf.is_empty() {
             return Ok(());

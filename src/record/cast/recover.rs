@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -67,14 +68,24 @@ fn recover_one(
             .to_string(),
     );
     let dir = marker.parent().unwrap_or(root);
-    let header = std::fs::read_to_string(marker).map_err(|e| io_err(marker, e))?;
-    let cast_len = match std::fs::metadata(&cast) {
-        Ok(meta) => Some(meta.len()),
+    let cast_meta = match std::fs::metadata(&cast) {
+        Ok(meta) => Some(meta),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_err(&cast, e)),
     };
+    let cast_len = cast_meta.as_ref().map(|m| m.len());
+    // The marker is the file's second name; a marker that is a file of its own (as earlier
+    // versions made them) holds a copy of the header.
+    let marker_meta = std::fs::metadata(marker).map_err(|e| io_err(marker, e))?;
+    let linked = cast_meta
+        .as_ref()
+        .is_some_and(|c| (c.dev(), c.ino()) == (marker_meta.dev(), marker_meta.ino()));
+    let header = match linked {
+        true => String::new(),
+        false => std::fs::read_to_string(marker).map_err(|e| io_err(marker, e))?,
+    };
     // Died between the marker and the file, or with a reservation never started (no header
-    // in the marker, nothing in the file): nothing was recorded, nothing ran.
+    // anywhere, nothing in the file): nothing was recorded, nothing ran.
     if cast_len.is_none() || (header.trim().is_empty() && cast_len == Some(0)) {
         if cast_len.is_some() {
             std::fs::remove_file(&cast).map_err(|e| io_err(&cast, e))?;
@@ -95,8 +106,8 @@ fn recover_one(
     file.seek(SeekFrom::End(0)).map_err(io)?;
     let mut last_time = 0.0;
     match tail.last_line {
-        // Not even the header made it: write it from the marker, which holds a copy (or, if
-        // the marker's copy was lost too, a bare one every player reads).
+        // Not even the header made it: write it from an old-style marker's copy, or a bare
+        // one every player reads.
         None if header.trim().is_empty() => {
             let bare = json!({"version": 2, "width": 80, "height": 24}).to_string();
             file.write_all(bare.as_bytes()).map_err(io)?;

@@ -4,9 +4,16 @@
 //! header into the marker and starts recording. Creating files costs journal work that an exec
 //! would otherwise wait for beside its decision record's fdatasync.
 //!
+//! The unsealed-recording marker `<name>.cast.open` is a second name (a hard link) of the
+//! `.cast` file, not a file of its own: claiming allocates one inode, and sealing removes a name
+//! without freeing one. That matters on ext4 without a journal, where every file creation scans
+//! past the inodes freed in the last seconds; a marker file created and deleted per exec made
+//! each exec's creations slower the more execs had just run. The recordings directory must
+//! therefore be on a file system with hard links (every Linux one gatehouse is meant for).
+//!
 //! A reservation that is never started (the channel closed, or asked for a shell) removes its
-//! files when dropped. One a crash left behind is an empty marker beside an empty `.cast` file;
-//! recovery removes it (see `recover`).
+//! files when dropped. One a crash left behind is an empty file under both names; recovery
+//! removes it (see `recover`).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -41,23 +48,21 @@ pub struct Reservation {
 }
 
 struct Claimed {
-    /// The `.cast` file, created empty.
+    /// The recording, created empty under both its names.
     file: File,
-    /// Its path, for errors and removal.
+    /// Its `.cast` name, for errors and removal.
     path: PathBuf,
     /// `YYYY-MM-DD/name.cast`.
     relative: String,
-    /// The unsealed-recording marker, created empty; the header goes into it at start.
-    marker: File,
-    /// Its path, removed once the recording is sealed (or the claim given up).
+    /// Its unsealed-marker name, removed once the recording is sealed (or the claim given up).
     marker_path: PathBuf,
-    /// The day directory, fsynced with the marker before the first write.
+    /// The day directory, fsynced (with the file) before the first event is written.
     day_dir: PathBuf,
 }
 
 impl Reservation {
-    /// Creates `<name>.cast.open` and then `<name>.cast` under `root`'s directory for today
-    /// (not fsynced: see [`Recorder::create_deferred`]).
+    /// Creates `<name>.cast.open` and links `<name>.cast` to it, under `root`'s directory for
+    /// today (not fsynced: see [`Recorder::create_deferred`]).
     pub fn claim(root: &Path, name: &RecordingName<'_>) -> Result<Reservation, RecordError> {
         let now = Utc::now();
         let day = now.format("%Y-%m-%d").to_string();
@@ -79,60 +84,46 @@ impl Reservation {
             name_part(name.session_id),
             name.channel
         );
-        // The marker goes first: a .cast file that exists without one after a crash would
+        // The marker name goes first: a .cast file that exists without one after a crash would
         // never be found and sealed.
-        let (file_name, marker_path, marker) = claim_name(&day_dir, &stem)?;
-        let path = day_dir.join(&file_name);
-        let file = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&path)
-        {
-            Ok(file) => file,
-            Err(source) => {
-                let _ = std::fs::remove_file(&marker_path);
-                return Err(io(&path)(source));
-            }
-        };
+        let (file_name, marker_path, file) = claim_name(&day_dir, &stem)?;
         Ok(Reservation {
             files: Some(Claimed {
                 file,
-                path,
+                path: day_dir.join(&file_name),
                 relative: format!("{day}/{file_name}"),
-                marker,
                 marker_path,
                 day_dir,
             }),
         })
     }
 
-    /// Starts recording: the header goes into the marker (recovery's copy) and is the first
-    /// line the `.cast` file will get. On `Err` the files are removed.
+    /// Starts recording: the header is written at once (recovery's copy of who and what, should
+    /// the process die before anything else is written). On `Err` the files are removed.
     pub fn start(mut self, header: &RecordingHeader) -> Result<Recorder, RecordError> {
         let Some(mut claimed) = self.files.take() else {
             return Err(RecordError::Failed {
                 path: "a recording reservation used twice".into(),
             });
         };
-        let header_line = header_json(header, Utc::now().timestamp());
-        if let Err(source) = claimed.marker.write_all(header_line.as_bytes()) {
-            let path = claimed.marker_path.display().to_string();
+        let mut header_line = header_json(header, Utc::now().timestamp()).into_bytes();
+        header_line.push(b'\n');
+        if let Err(source) = claimed.file.write_all(&header_line) {
+            let path = claimed.path.display().to_string();
             remove(&claimed);
             return Err(RecordError::Io { path, source });
         }
-        let mut buf = Vec::with_capacity(FLUSH_BYTES + 4096);
-        buf.extend_from_slice(header_line.as_bytes());
-        buf.push(b'\n');
+        let mut hasher = Sha256::new();
+        hasher.update(&header_line);
         Ok(Recorder {
             file: claimed.file,
             relative: claimed.relative,
             path: claimed.path,
             open_marker: claimed.marker_path,
-            unsynced: Some((claimed.marker, claimed.day_dir)),
-            buf,
-            hasher: Sha256::new(),
-            size: 0,
+            unsynced: Some(claimed.day_dir),
+            buf: Vec::with_capacity(FLUSH_BYTES + 4096),
+            hasher,
+            size: header_line.len() as u64,
             encoder: EventEncoder::new(Instant::now()),
             session_id: header.session_id.clone(),
             channel: header.channel,
@@ -161,8 +152,9 @@ fn remove(claimed: &Claimed) {
     }
 }
 
-/// Creates `<stem>.cast.open` (create-new; a suffix is added on collision), empty. Returns the
-/// name of the `.cast` file that goes with it, and the marker still open, not yet fsynced.
+/// Creates `<stem>.cast.open` (create-new; a suffix is added on collision), empty, and links
+/// the `.cast` name to it. Returns the `.cast` file's name, the marker's path and the file, open
+/// and not yet fsynced.
 fn claim_name(dir: &Path, stem: &str) -> Result<(String, PathBuf, File), RecordError> {
     for attempt in 0..100u32 {
         let name = match attempt {
@@ -170,22 +162,42 @@ fn claim_name(dir: &Path, stem: &str) -> Result<(String, PathBuf, File), RecordE
             n => format!("{stem}.{n}.cast"),
         };
         let marker = dir.join(format!("{name}{OPEN_SUFFIX}"));
-        if dir.join(&name).exists() {
+        let path = dir.join(&name);
+        if path.exists() {
             continue;
         }
-        match OpenOptions::new()
+        let file = match OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o640)
             .open(&marker)
         {
-            Ok(f) => return Ok((name, marker, f)),
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(source) => {
                 return Err(RecordError::Io {
                     path: marker.display().to_string(),
                     source,
                 })
+            }
+        };
+        match std::fs::hard_link(&marker, &path) {
+            Ok(()) => return Ok((name, marker, file)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&marker);
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    continue;
+                }
+                return Err(RecordError::Io {
+                    path: path.display().to_string(),
+                    source: std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot link it to its unsealed marker (the recordings directory \
+                             must support hard links): {e}"
+                        ),
+                    ),
+                });
             }
         }
     }

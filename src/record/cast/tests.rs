@@ -1,6 +1,7 @@
 use chrono::Utc;
 use serde_json::Value;
 use std::fs::OpenOptions;
+use std::os::unix::fs::MetadataExt;
 
 use super::utf8::Utf8Carry;
 use super::*;
@@ -260,14 +261,24 @@ fn file_names_are_sanitized_and_grouped_by_date() {
 }
 
 #[test]
-fn deferred_create_writes_nothing_to_the_cast_before_write_pending() {
+fn deferred_create_writes_only_the_header_before_write_pending() {
     let fx = Fixture::new();
     let mut rec = Recorder::create_deferred(&fx.root(), &header()).unwrap();
     let marker = PathBuf::from(format!("{}{OPEN_SUFFIX}", rec.path().display()));
-    assert!(marker.exists(), "the marker exists from the start");
-    assert_eq!(std::fs::metadata(rec.path()).unwrap().len(), 0);
+    // The marker is the file's second name, from the start.
+    let (a, b) = (
+        std::fs::metadata(&marker).unwrap(),
+        std::fs::metadata(rec.path()).unwrap(),
+    );
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+    let header_only = std::fs::read_to_string(rec.path()).unwrap();
+    assert_eq!(header_only.lines().count(), 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&header_only).unwrap()["version"],
+        2
+    );
     rec.output(b"early output\n").unwrap();
-    assert_eq!(std::fs::metadata(rec.path()).unwrap().len(), 0);
+    assert_eq!(std::fs::read_to_string(rec.path()).unwrap(), header_only);
     rec.write_pending().unwrap();
     let (head, events) = parse(rec.path());
     assert_eq!(head["version"], 2);
@@ -322,11 +333,15 @@ fn recovery_cuts_marks_and_seals() {
 }
 
 #[test]
-fn recovery_restores_a_lost_header() {
+fn recovery_restores_a_lost_header_from_an_old_style_marker() {
     let fx = Fixture::new();
     let rec = fx.recorder();
-    let path = rec.path().to_path_buf();
+    let (path, marker) = (rec.path().to_path_buf(), rec.open_marker.clone());
     drop(rec);
+    // Earlier versions kept the header's copy in a marker file of its own.
+    let header_line = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::write(&marker, header_line).unwrap();
     std::fs::write(&path, b"{\"version\": 2, \"wid").unwrap();
     recover_unsealed(&fx.root(), &fx.audit).unwrap();
     let (header, events) = parse(&path);
@@ -340,10 +355,9 @@ fn recovery_after_a_crash_between_seal_and_marker_removal() {
     let fx = Fixture::new();
     let mut rec = fx.recorder();
     rec.output(b"done\n").unwrap();
-    let marker = rec.open_marker.clone();
-    let header = std::fs::read(&marker).unwrap();
+    let (path, marker) = (rec.path().to_path_buf(), rec.open_marker.clone());
     rec.finish(Some(0), &fx.audit).unwrap();
-    std::fs::write(&marker, header).unwrap();
+    std::fs::hard_link(&path, &marker).unwrap();
     assert_eq!(recover_unsealed(&fx.root(), &fx.audit).unwrap().len(), 1);
     // The later (recovered) seal is the one the file must match.
     assert_eq!(fx.verify().unwrap().recordings, 1);
@@ -398,12 +412,13 @@ fn a_started_reservation_records_like_a_created_recorder() {
     let h = header();
     let reservation = Reservation::claim(&fx.root(), &h.name()).unwrap();
     let mut rec = reservation.start(&h).unwrap();
-    // The header reached the marker, recovery's copy.
+    // The header is in the file at once (recovery's copy), under both names.
     let marker = std::fs::read_to_string(&rec.open_marker).unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(&marker).unwrap()["title"],
         "uname -a"
     );
+    assert_eq!(std::fs::read_to_string(rec.path()).unwrap(), marker);
     rec.output(b"Linux\n").unwrap();
     let path = rec.path().to_path_buf();
     rec.finish(Some(0), &fx.audit).unwrap();
@@ -433,7 +448,8 @@ fn recovery_reads_the_session_from_the_file_when_the_marker_lost_its_header() {
     rec.output(b"partial\n").unwrap();
     let (path, marker) = (rec.path().to_path_buf(), rec.open_marker.clone());
     drop(rec);
-    // A power cut before the marker's data reached the disk.
+    // A marker of its own, as earlier versions made them, whose header copy a power cut lost.
+    std::fs::remove_file(&marker).unwrap();
     std::fs::write(&marker, b"").unwrap();
     assert_eq!(
         recover_unsealed(&fx.root(), &fx.audit).unwrap(),
@@ -455,8 +471,9 @@ fn recovery_writes_a_bare_header_when_no_copy_survived() {
     let rec = fx.recorder();
     let (path, marker) = (rec.path().to_path_buf(), rec.open_marker.clone());
     drop(rec);
+    // A power cut that kept only part of the header (under both names: one file).
     std::fs::write(&path, b"{\"version\": 2, \"wid").unwrap();
-    std::fs::write(&marker, b"").unwrap();
+    assert_eq!(std::fs::read(&marker).unwrap(), b"{\"version\": 2, \"wid");
     recover_unsealed(&fx.root(), &fx.audit).unwrap();
     let (header, events) = parse(&path);
     assert_eq!(header["version"], 2);
