@@ -203,6 +203,12 @@ pub async fn run(
                 Frame::ExtendedData(ext, data) => out.emit(Some(ext), &data).await,
                 Frame::Eof => {
                     eof = true;
+                    // The target's exit status and close come in the same packet as its EOF.
+                    // russh's connection loop writes out the first message that wakes it on
+                    // its own, then drains the rest; an empty data message (nothing on the
+                    // wire) wakes it instead, so EOF, exit status and close reach the agent
+                    // in one packet (a client such as paramiko wakes once per packet).
+                    let _ = handle.data(agent_id, Bytes::new()).await;
                     agent_tx.eof().await.is_ok()
                         && send_exit(&agent_tx, &handle, agent_id, exit.take()).await
                 }
