@@ -318,11 +318,7 @@ impl Recorder {
     /// Writes the buffer to the file (no fsync: a killed process loses nothing written; a
     /// power cut may, until `finish`), once the file and its names are durable.
     fn write_out(&mut self) -> Result<(), RecordError> {
-        if self.failed {
-            return Err(RecordError::Failed {
-                path: self.path.display().to_string(),
-            });
-        }
+        self.check()?;
         if let Some(dir) = self.unsynced.take() {
             if let Err(source) = self.file.sync_all().and_then(|()| sync_dir(&dir)) {
                 self.failed = true;
@@ -334,11 +330,7 @@ impl Recorder {
 
     /// Writes the buffer to the file and the running hash, names durable or not.
     fn write_buffer(&mut self) -> Result<(), RecordError> {
-        if self.failed {
-            return Err(RecordError::Failed {
-                path: self.path.display().to_string(),
-            });
-        }
+        self.check()?;
         if self.buf.is_empty() {
             return Ok(());
         }
