@@ -146,7 +146,8 @@ fn pinned_keys(config: &Config) -> anyhow::Result<HashMap<String, Vec<PublicKey>
     Ok(pins)
 }
 
-/// Everything a gateway needs, loaded from its configuration and store.
+/// Everything a gateway needs, loaded from its configuration and store. Call it inside the
+/// runtime: it starts the task that seals recordings.
 pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
     let policies = match &config.policy_file {
         Some(path) => PolicySet::load(path).with_context(|| "cannot load the policy file")?,
@@ -251,6 +252,7 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
         auth_failures,
         host_key,
         approvals: Arc::new(approvals),
+        sealer: gateway::sealer::Sealer::start(audit.clone()),
         audit,
         sessions: gateway::live::LiveSessions::new(),
         shutdown: gateway::shutdown::Shutdown::new(),

@@ -7,6 +7,7 @@
 //! before the agent is told.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use russh::server::{Handle, Msg};
@@ -60,6 +61,55 @@ pub struct ChannelContext {
     pub channel_no: u32,
     /// The connection's agent→target queues, watched to narrow the agent's window.
     pub inflows: Inflows,
+    /// This channel's place in the connection's limit; given back before the seal's wait.
+    pub slot: ChannelSlot,
+}
+
+impl ChannelContext {
+    /// Seals the exec's recording and waits for the seal. The channel is done for the agent by
+    /// now, so its place in the connection's limit is given back first: the seal may wait a
+    /// moment for others (see `sealer`), and a client running execs back to back must not find
+    /// its connection full of channels it has closed.
+    pub(super) async fn seal(&self, recording: &ExecRecording, status: Option<u32>) {
+        self.slot.release();
+        recording.finish(status).await;
+    }
+}
+
+/// A session channel's place in its connection's limit ([`super::MAX_CHANNELS_PER_CONNECTION`]).
+/// Given back by [`ChannelSlot::release`] or when dropped, whichever comes first.
+pub struct ChannelSlot {
+    /// The connection's count of places taken.
+    taken: Arc<AtomicUsize>,
+    /// Whether this one still holds its place (release is idempotent).
+    held: AtomicBool,
+}
+
+impl ChannelSlot {
+    /// Takes a place in `taken`, or `None` when all [`super::MAX_CHANNELS_PER_CONNECTION`] are.
+    pub fn take(taken: &Arc<AtomicUsize>) -> Option<ChannelSlot> {
+        if taken.fetch_add(1, Ordering::SeqCst) >= super::MAX_CHANNELS_PER_CONNECTION {
+            taken.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(ChannelSlot {
+            taken: taken.clone(),
+            held: AtomicBool::new(true),
+        })
+    }
+
+    /// Gives the place back (once; later calls do nothing).
+    pub fn release(&self) {
+        if self.held.swap(false, Ordering::SeqCst) {
+            self.taken.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for ChannelSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// The agent→target queues of one connection's bridged channels, by channel.
@@ -250,6 +300,7 @@ async fn exec(
         &header,
         gw.config.recording.on_failure,
         gw.audit.clone(),
+        gw.sealer.clone(),
     )
     .await;
     let recording = match recording {
@@ -275,7 +326,7 @@ async fn exec(
     let Some(live) = super::live::register_exec(ctx, &line) else {
         close_unused(upstream.take()).await;
         refuse(&channel, Some(&recording), LIVE_FULL, EXIT_REFUSED).await;
-        recording.finish(Some(EXIT_REFUSED)).await;
+        ctx.seal(&recording, Some(EXIT_REFUSED)).await;
         return;
     };
     let agent = channel.id();
@@ -360,7 +411,7 @@ async fn carry_out(
         // Fail closed: a decision that cannot be audited is not carried out.
         close_unused(upstream.take()).await;
         refuse(&channel, Some(recording), AUDIT_REFUSED, EXIT_REFUSED).await;
-        recording.finish(Some(EXIT_REFUSED)).await;
+        ctx.seal(recording, Some(EXIT_REFUSED)).await;
         return;
     }
 
@@ -379,7 +430,7 @@ async fn carry_out(
                 one_line(&decision.reason)
             );
             refuse(&channel, Some(recording), &msg, EXIT_REFUSED).await;
-            recording.finish(Some(EXIT_REFUSED)).await;
+            ctx.seal(recording, Some(EXIT_REFUSED)).await;
             return;
         }
         Action::Allow => {
@@ -413,7 +464,7 @@ async fn carry_out(
                 }
                 HoldResult::Run => live.set_decision("approved"),
                 HoldResult::Ended(status) => {
-                    recording.finish(Some(status)).await;
+                    ctx.seal(recording, Some(status)).await;
                     return;
                 }
             }
@@ -435,7 +486,7 @@ async fn carry_out(
             None => "closed".to_string(),
         })
         .await;
-    recording.finish(status).await;
+    ctx.seal(recording, status).await;
 }
 
 fn clamp16(v: u32) -> u16 {

@@ -19,6 +19,7 @@ pub mod live;
 pub mod ratelimit;
 pub mod recording;
 mod run;
+pub mod sealer;
 pub mod server;
 pub mod shutdown;
 
@@ -82,6 +83,8 @@ pub struct Gateway {
     pub approvals: Arc<Approvals>,
     /// The hash-chained audit log (one writer).
     pub audit: Arc<AuditLog>,
+    /// Seals exec recordings that end close together in one batch.
+    pub sealer: sealer::Sealer,
     /// Exec channels open right now, for the reviewer console's sessions list.
     pub sessions: live::LiveSessions,
     /// Tells every open exec to seal its recording when the gateway stops, and waits for them.

@@ -17,10 +17,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::sealer::Sealer;
 use crate::audit::AuditLog;
 use crate::config::OnRecordingFailure;
 use crate::record::cast::{
-    RecordError, Recorder, RecordingHeader, RecordingName, Reservation, FLUSH_BYTES, FLUSH_INTERVAL,
+    Closed, RecordError, Recorder, RecordingHeader, RecordingName, Reservation, FLUSH_BYTES,
+    FLUSH_INTERVAL,
 };
 
 /// Events queued per recording at most. Output and input events carry one SSH packet's data
@@ -70,6 +72,7 @@ impl ExecRecording {
         header: &RecordingHeader,
         on_failure: OnRecordingFailure,
         audit: Arc<AuditLog>,
+        sealer: Sealer,
     ) -> Result<ExecRecording, RecordingUnavailable> {
         let fail_closed = on_failure == OnRecordingFailure::Refuse;
         let failed = Arc::new(AtomicBool::new(false));
@@ -101,6 +104,7 @@ impl ExecRecording {
             rx,
             failed.clone(),
             audit,
+            sealer,
             fail_closed,
         ));
         Ok(ExecRecording {
@@ -152,7 +156,8 @@ impl ExecRecording {
     }
 
     /// Seals the recording (exit event, fsync, `recording.sealed` in the audit log) after
-    /// everything queued before it, and waits until that is done.
+    /// everything queued before it, and waits until that is done. The seal may wait a moment
+    /// for others to share its disk flushes (see `sealer`).
     pub async fn finish(&self, exit_status: Option<u32>) {
         let Some(tx) = &self.events else {
             return;
@@ -227,13 +232,15 @@ pub const WRITE_BYTES: usize = FLUSH_BYTES;
 enum Written {
     /// Still open: more events may follow.
     Open(Box<Recorder>),
-    /// Sealed (or sealing failed, already logged): the writer is done.
-    Sealed,
+    /// Every event is written, the exit event too; the seal is left, and who waits for it.
+    Closed(Box<Closed>, oneshot::Sender<()>),
+    /// Closing failed (already logged, its waiter answered): the writer is done.
+    Done,
     /// Encoding or a write failed; the recording is incomplete.
     Failed(String),
 }
 
-/// Owns the recorder until the recording is sealed, fails, or every sender is gone (an exec
+/// Owns the recorder until the recording is closed and sealed, fails, or every sender is gone (an exec
 /// task that ended without sealing: the recorder's `Drop` writes what it has and the `.open`
 /// marker makes the next start seal it).
 ///
@@ -249,6 +256,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Event>,
     failed: Arc<AtomicBool>,
     audit: Arc<AuditLog>,
+    sealer: Sealer,
     fail_closed: bool,
 ) {
     // `None` once a write failed and `on_failure = "continue"` let the exec go on unrecorded.
@@ -270,14 +278,20 @@ async fn write_loop(
             let Some(open) = recorder.take() else {
                 continue;
             };
-            let log = audit.clone();
-            let written = tokio::task::spawn_blocking(move || write(open, events, &log)).await;
+            let written = tokio::task::spawn_blocking(move || write(open, events)).await;
             let err = match written {
                 Ok(Written::Open(open)) => {
                     recorder = Some(open);
                     continue;
                 }
-                Ok(Written::Sealed) => return,
+                Ok(Written::Closed(closed, reply)) => {
+                    if let Err(err) = sealer.seal(*closed).await {
+                        tracing::error!(error = %err, "cannot seal the recording");
+                    }
+                    let _ = reply.send(());
+                    return;
+                }
+                Ok(Written::Done) => return,
                 Ok(Written::Failed(err)) => err,
                 Err(err) => format!("recording task failed: {err}"),
             };
@@ -349,9 +363,9 @@ async fn audit_failure(audit: Arc<AuditLog>, fields: serde_json::Value) {
 }
 
 /// Encodes `events` in order and writes them (the recorder writes every [`FLUSH_BYTES`] of
-/// event lines, then what is left), sealing the recording at a `Finish` (blocking: file
-/// writes, fsyncs, the seal's audit record).
-fn write(mut recorder: Box<Recorder>, events: Vec<Event>, audit: &AuditLog) -> Written {
+/// event lines, then what is left), closing the recording at a `Finish` (blocking: file
+/// writes; the seal's fsyncs come after, in a batch).
+fn write(mut recorder: Box<Recorder>, events: Vec<Event>) -> Written {
     let (status, reply) = match encode(&mut recorder, events) {
         Err(err) => return Written::Failed(err.to_string()),
         Ok(None) => {
@@ -362,11 +376,14 @@ fn write(mut recorder: Box<Recorder>, events: Vec<Event>, audit: &AuditLog) -> W
         }
         Ok(Some(finish)) => finish,
     };
-    if let Err(err) = recorder.finish(status, audit) {
-        tracing::error!(error = %err, "cannot seal the recording");
+    match recorder.close(status) {
+        Ok(closed) => Written::Closed(Box::new(closed), reply),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot seal the recording");
+            let _ = reply.send(());
+            Written::Done
+        }
     }
-    let _ = reply.send(());
-    Written::Sealed
 }
 
 /// A request to seal: the exit status, and who waits for the seal.
@@ -419,6 +436,7 @@ mod tests {
             &header(),
             OnRecordingFailure::Refuse,
             audit.clone(),
+            Sealer::start(audit.clone()),
         )
         .await
         .unwrap();

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::channel::{self, ChannelContext, Inflows};
-use super::{env_allowed, Gateway, CONSOLE_LOGIN, MAX_CHANNELS_PER_CONNECTION};
+use super::{env_allowed, Gateway, CONSOLE_LOGIN};
 use crate::identity::ca::CertIdentity;
 
 /// Distinguishes one agent connection in logs and recordings; never confused with a channel id.
@@ -110,7 +110,7 @@ pub struct ConnectionHandler {
     session_id: SessionId,
     /// Set once a certificate has been accepted.
     authenticated: Option<Authenticated>,
-    /// Open session channels, bounded by [`MAX_CHANNELS_PER_CONNECTION`].
+    /// Places taken in the limit on open session channels (see [`channel::ChannelSlot`]).
     channels: Arc<AtomicUsize>,
     /// Session channels opened so far (numbers recordings).
     channels_opened: u32,
@@ -358,14 +358,13 @@ impl russh::server::Handler for ConnectionHandler {
                 .await;
             return Ok(());
         }
-        if self.channels.fetch_add(1, Ordering::SeqCst) >= MAX_CHANNELS_PER_CONNECTION {
-            self.channels.fetch_sub(1, Ordering::SeqCst);
+        let Some(slot) = channel::ChannelSlot::take(&self.channels) else {
             self.refuse_request("session channel beyond the per-connection limit");
             reply
                 .reject(russh::ChannelOpenFailure::ResourceShortage)
                 .await;
             return Ok(());
-        }
+        };
         self.channels_opened = self.channels_opened.saturating_add(1);
         let ctx = ChannelContext {
             gateway: self.gateway.clone(),
@@ -376,15 +375,9 @@ impl russh::server::Handler for ConnectionHandler {
             handle: session.handle(),
             channel_no: self.channels_opened,
             inflows: self.inflows.clone(),
+            slot,
         };
-        let channels = self.channels.clone();
-        tokio::spawn(
-            async move {
-                channel::run(ctx, channel, shutdown).await;
-                channels.fetch_sub(1, Ordering::SeqCst);
-            }
-            .instrument(self.span.clone()),
-        );
+        tokio::spawn(channel::run(ctx, channel, shutdown).instrument(self.span.clone()));
         reply.accept().await;
         Ok(())
     }

@@ -118,7 +118,7 @@ pub async fn cut_off(ctx: &ChannelContext, agent: russh::ChannelId, recording: &
         .output(bytes::Bytes::from_static(SHUTDOWN_LINE.as_bytes()))
         .await;
     recording.marker(SHUTDOWN_MARKER).await;
-    recording.finish(None).await;
+    ctx.seal(recording, None).await;
     tracing::info!("exec cut off by shutdown; recording sealed");
     let tell = async {
         let _ = ctx

@@ -28,17 +28,19 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::audit::{AuditError, AuditLog, RECORDING_SEALED};
+use crate::audit::{AuditError, AuditLog};
 
 mod event;
 mod json;
 mod recover;
 mod reserve;
+mod seal;
 mod utf8;
 
 pub use event::EventEncoder;
 pub use recover::recover_unsealed;
 pub use reserve::{RecordingName, Reservation};
+pub use seal::{seal_all, Closed};
 
 /// Buffered events are written out once this much is pending.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -229,66 +231,24 @@ impl Recorder {
         self.event("m", label, at)
     }
 
-    /// Ends the recording: writes any carried partial sequence (as U+FFFD), the `x` event when
-    /// the exit status is known, fsyncs, and seals it in `audit` as `recording.sealed`
-    /// (`path` relative to the root, `size`, `sha256`, `events`, `exit_status`, `session_id`,
-    /// `channel`). Session-end and decision markers are the caller's, before this.
+    /// Ends the recording and seals it on its own: [`Recorder::close`], then [`seal_all`]
+    /// (fsyncs, `recording.sealed` in `audit` with `path` relative to the root, `size`,
+    /// `sha256`, `events`, `exit_status`, `session_id`, `channel`; the marker removed).
+    /// Session-end and decision markers are the caller's, before this. The gateway seals
+    /// recordings that end close together in one go instead (see `seal`).
     ///
     /// If the audit append fails the file keeps its `.open` marker, so the next start seals
     /// it as recovered.
     pub fn finish(
-        mut self,
+        self,
         exit_status: Option<i32>,
         audit: &AuditLog,
     ) -> Result<SealedRecording, RecordError> {
-        let now = Instant::now();
-        self.check()?;
-        self.encoder.finish(&mut self.buf, now);
-        if let Some(status) = exit_status {
-            self.event("x", &status.to_string(), now)?;
-        }
-        self.write_buffer()?;
-        let synced = self
-            .file
-            .sync_all()
-            .and_then(|()| match self.unsynced.take() {
-                Some(dir) => sync_dir(&dir),
-                None => Ok(()),
-            });
-        if let Err(source) = synced {
-            self.failed = true;
-            return Err(self.io_error(source));
-        }
-        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
-        audit
-            .append(
-                RECORDING_SEALED,
-                json!({
-                    "path": self.relative,
-                    "size": self.size,
-                    "sha256": sha256,
-                    "events": self.encoder.events(),
-                    "exit_status": exit_status,
-                    "session_id": self.session_id,
-                    "channel": self.channel,
-                }),
-            )
-            .map_err(|source| RecordError::Audit {
-                path: self.path.display().to_string(),
-                source,
-            })?;
-        self.sealed = true;
-        // Sealed; a leftover marker would only make startup seal it again (harmless).
-        if let Err(e) = std::fs::remove_file(&self.open_marker) {
-            tracing::warn!(path = %self.open_marker.display(), error = %e, "could not remove the unsealed-recording marker");
-        }
-        Ok(SealedRecording {
-            path: self.path.clone(),
-            relative: self.relative.clone(),
-            size: self.size,
-            sha256,
-            events: self.encoder.events(),
-        })
+        let closed = self.close(exit_status)?;
+        let path = closed.path().display().to_string();
+        seal_all(vec![closed], audit)
+            .pop()
+            .unwrap_or(Err(RecordError::Failed { path }))
     }
 
     fn event(&mut self, code: &str, data: &str, at: Instant) -> Result<(), RecordError> {
