@@ -336,6 +336,13 @@ impl AuditLog {
         Ok(())
     }
 
+    /// What a failed flush leaves behind, for the tests of the log's callers (it cannot be
+    /// provoked on a healthy disk).
+    #[cfg(test)]
+    pub(crate) fn poison(&self) {
+        self.lock().poisoned = true;
+    }
+
     /// The writer lock; a panic in another appender cannot leave a half-updated head (the head
     /// moves only after a durable write), so a poisoned mutex is still safe to use.
     fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {

@@ -169,3 +169,99 @@ fn sealed(c: &mut Closed) -> SealedRecording {
         events: r.encoder.events(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::cast::tests::header;
+    use crate::record::cast::{recover_unsealed, RecordingHeader};
+
+    /// Three recordings of one session, closed and ready to seal, under `root`.
+    fn closed_three(root: &Path) -> Vec<Closed> {
+        (1..=3)
+            .map(|channel| {
+                let h = RecordingHeader {
+                    channel,
+                    ..header()
+                };
+                let mut rec = Recorder::create_deferred(root, &h).unwrap();
+                rec.output(format!("channel {channel}\n").as_bytes())
+                    .unwrap();
+                rec.close(Some(0)).unwrap()
+            })
+            .collect()
+    }
+
+    fn marker_of(path: &Path) -> PathBuf {
+        PathBuf::from(format!("{}.open", path.display()))
+    }
+
+    #[test]
+    fn a_batch_gets_one_record_each_in_order_and_no_marker_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("recordings");
+        let audit = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
+        let closed = closed_three(&root);
+        let paths: Vec<PathBuf> = closed.iter().map(|c| c.path().to_path_buf()).collect();
+
+        let sealed: Vec<SealedRecording> = seal_all(closed, &audit)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+
+        assert_eq!(
+            sealed.iter().map(|s| &s.path).collect::<Vec<_>>(),
+            paths.iter().collect::<Vec<_>>()
+        );
+        for path in &paths {
+            assert!(!marker_of(path).exists(), "{path:?} kept its marker");
+        }
+        let records: Vec<_> = crate::audit::export(audit.path(), None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let channels: Vec<_> = records
+            .iter()
+            .map(|r| r.fields["channel"].clone())
+            .collect();
+        assert_eq!(channels, [1, 2, 3]);
+        assert_eq!(
+            crate::audit::verify(audit.path(), Some(&root))
+                .unwrap()
+                .recordings,
+            3
+        );
+    }
+
+    /// Fail closed: when the audit log cannot take the seals, no recording loses its marker,
+    /// and the next start seals every one of them as recovered.
+    #[test]
+    fn a_batch_the_audit_log_refuses_keeps_every_marker_for_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("recordings");
+        let log_path = dir.path().join("audit.jsonl");
+        let audit = AuditLog::open(&log_path).unwrap();
+        let closed = closed_three(&root);
+        let paths: Vec<PathBuf> = closed.iter().map(|c| c.path().to_path_buf()).collect();
+        audit.poison();
+
+        for outcome in seal_all(closed, &audit) {
+            assert!(matches!(outcome, Err(RecordError::Audit { .. })));
+        }
+        for path in &paths {
+            assert!(path.exists() && marker_of(path).exists(), "{path:?}");
+        }
+        drop(audit);
+
+        let audit = AuditLog::open(&log_path).unwrap();
+        let mut recovered = recover_unsealed(&root, &audit).unwrap();
+        recovered.sort();
+        assert_eq!(recovered, paths);
+        assert_eq!(
+            crate::audit::verify(audit.path(), Some(&root))
+                .unwrap()
+                .recordings,
+            3
+        );
+    }
+}
