@@ -15,8 +15,10 @@ read; the absolute added time moves with the machine.
 Each demo's directory is made under its own parent when GATEHOUSE_AB_DIRS names two
 (`/abA:/abB`, swapped every other round): on ext4 without a journal a file's creation scans the
 inodes its directory's block group freed in the last seconds, so two builds sharing `/tmp`
-would slow each other's recordings by their deletions. The last column is gatehouse's own CPU
-time per exec (user + system, `/proc`).
+would slow each other's recordings by their deletions; the last column says where each build's
+demo ran that round. The CPU column is gatehouse's own CPU time per exec (user + system,
+`/proc`). Two copies of one binary under different parents (one on tmpfs) compare file
+systems instead of builds.
 """
 
 import os
@@ -89,16 +91,18 @@ def main():
     if len(dirs) != 2 or not all(dirs):
         dirs = [None, None]
     print("| round | old added (ms) | new added (ms) | new − old (ms) | direct p50 (ms) "
-          "| gatehouse CPU per exec, old / new (ms) |")
-    print("|---|---|---|---|---|---|")
+          "| gatehouse CPU per exec, old / new (ms) | parent directories, old / new |")
+    print("|---|---|---|---|---|---|---|")
     for r in range(rounds):
         order = [old, new] if r % 2 == 0 else [new, old]
         parents = dirs if (r // 2) % 2 == 0 else dirs[::-1]
         res = one_round(order, parents)
         added = {b: via - direct for b, (via, direct, _) in res.items()}
+        parent = {b: p or tempfile.gettempdir() for b, p in zip(order, parents)}
         print(
             f"| {r + 1} | {added[old]:+.2f} | {added[new]:+.2f} | {added[new] - added[old]:+.2f} "
-            f"| {res[old][1]:.2f} / {res[new][1]:.2f} | {res[old][2]:.2f} / {res[new][2]:.2f} |",
+            f"| {res[old][1]:.2f} / {res[new][1]:.2f} | {res[old][2]:.2f} / {res[new][2]:.2f} "
+            f"| {parent[old]} / {parent[new]} |",
             flush=True,
         )
 
