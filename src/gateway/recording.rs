@@ -240,9 +240,9 @@ enum Written {
     Failed(String),
 }
 
-/// Owns the recorder until the recording is closed and sealed, fails, or every sender is gone (an exec
-/// task that ended without sealing: the recorder's `Drop` writes what it has and the `.open`
-/// marker makes the next start seal it).
+/// Owns the recorder until the recording is closed and sealed, fails, or every sender is gone
+/// (an exec task that ended without sealing: the recorder's `Drop` writes what it has and the
+/// `.open` marker makes the next start seal it).
 ///
 /// Events are only gathered here, on the async threads; encoding them (JSON escaping, which
 /// grows NUL-heavy output sixfold), hashing and writing all run in one job on the blocking
