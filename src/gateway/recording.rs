@@ -228,18 +228,6 @@ impl Drop for Claim {
 /// size: the recorder writes its event lines out whenever they reach [`FLUSH_BYTES`].
 pub const WRITE_BYTES: usize = FLUSH_BYTES;
 
-/// What became of the recorder after a job on the blocking pool.
-enum Written {
-    /// Still open: more events may follow.
-    Open(Box<Recorder>),
-    /// Every event is written, the exit event too; the seal is left, and who waits for it.
-    Closed(Box<Closed>, oneshot::Sender<()>),
-    /// Closing failed (already logged, its waiter answered): the writer is done.
-    Done,
-    /// Encoding or a write failed; the recording is incomplete.
-    Failed(String),
-}
-
 /// Owns the recorder until the recording is closed and sealed, fails, or every sender is gone
 /// (an exec task that ended without sealing: the recorder's `Drop` writes what it has and the
 /// `.open` marker makes the next start seal it).
@@ -274,25 +262,40 @@ async fn write_loop(
         if due || pending_bytes >= WRITE_BYTES {
             due = false;
             pending_bytes = 0;
-            let events = std::mem::take(&mut pending);
+            let mut events = std::mem::take(&mut pending);
             let Some(open) = recorder.take() else {
                 continue;
             };
+            if let Some((status, reply)) = take_finish(&mut events) {
+                // The last events, the exit event and the seal, all in the seal's batch job.
+                let path = open.path().to_path_buf();
+                let sealed = sealer
+                    .seal(&path, move || close(open, events, status))
+                    .await;
+                match sealed {
+                    Ok(_) => {}
+                    // The audit log itself failed: there is nowhere to say so but the log.
+                    Err(err @ RecordError::Audit { .. }) => {
+                        tracing::error!(error = %err, "cannot seal the recording");
+                    }
+                    // The recording keeps its marker; the next start seals it as recovered.
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot seal the recording");
+                        let fields =
+                            serde_json::json!({ "error": err.to_string(), "sealed": false });
+                        audit_failure(audit.clone(), fields).await;
+                    }
+                }
+                let _ = reply.send(());
+                return;
+            }
             let written = tokio::task::spawn_blocking(move || write(open, events)).await;
             let err = match written {
-                Ok(Written::Open(open)) => {
+                Ok(Ok(open)) => {
                     recorder = Some(open);
                     continue;
                 }
-                Ok(Written::Closed(closed, reply)) => {
-                    if let Err(err) = sealer.seal(*closed).await {
-                        tracing::error!(error = %err, "cannot seal the recording");
-                    }
-                    let _ = reply.send(());
-                    return;
-                }
-                Ok(Written::Done) => return,
-                Ok(Written::Failed(err)) => err,
+                Ok(Err(err)) => err.to_string(),
                 Err(err) => format!("recording task failed: {err}"),
             };
             fail(&failed, &audit, fail_closed, err).await;
@@ -363,44 +366,49 @@ async fn audit_failure(audit: Arc<AuditLog>, fields: serde_json::Value) {
 }
 
 /// Encodes `events` in order and writes them (the recorder writes every [`FLUSH_BYTES`] of
-/// event lines, then what is left), closing the recording at a `Finish` (blocking: file
-/// writes; the seal's fsyncs come after, in a batch).
-fn write(mut recorder: Box<Recorder>, events: Vec<Event>) -> Written {
-    let (status, reply) = match encode(&mut recorder, events) {
-        Err(err) => return Written::Failed(err.to_string()),
-        Ok(None) => {
-            return match recorder.write_pending() {
-                Ok(()) => Written::Open(recorder),
-                Err(err) => Written::Failed(err.to_string()),
-            }
-        }
-        Ok(Some(finish)) => finish,
-    };
-    match recorder.close(status) {
-        Ok(closed) => Written::Closed(Box::new(closed), reply),
-        Err(err) => {
-            tracing::error!(error = %err, "cannot seal the recording");
-            let _ = reply.send(());
-            Written::Done
-        }
-    }
+/// event lines, then what is left). Blocking: file writes.
+fn write(mut recorder: Box<Recorder>, events: Vec<Event>) -> Result<Box<Recorder>, RecordError> {
+    encode(&mut recorder, events)?;
+    recorder.write_pending()?;
+    Ok(recorder)
+}
+
+/// Encodes the last `events` and closes the recording (the exit event, the rest of the buffer
+/// written), ready for the seal. Blocking: file writes; runs in the seal's batch job.
+fn close(
+    mut recorder: Box<Recorder>,
+    events: Vec<Event>,
+    status: Option<i32>,
+) -> Result<Closed, RecordError> {
+    encode(&mut recorder, events)?;
+    recorder.close(status)
 }
 
 /// A request to seal: the exit status, and who waits for the seal.
 type Seal = (Option<i32>, oneshot::Sender<()>);
 
-/// Encodes `events` up to a `Finish`, which it returns (events after it are not recorded).
-fn encode(recorder: &mut Recorder, events: Vec<Event>) -> Result<Option<Seal>, RecordError> {
+/// Takes the `Finish` out of `events`, if there is one, with everything after it (nothing is
+/// recorded after the seal was asked for).
+fn take_finish(events: &mut Vec<Event>) -> Option<Seal> {
+    let at = events.iter().position(|e| matches!(e, Event::Finish(..)))?;
+    match events.drain(at..).next() {
+        Some(Event::Finish(status, reply)) => Some((status, reply)),
+        _ => None,
+    }
+}
+
+/// Encodes `events` in order (a `Finish` among them is skipped: see [`take_finish`]).
+fn encode(recorder: &mut Recorder, events: Vec<Event>) -> Result<(), RecordError> {
     for event in events {
         match event {
             Event::Output(bytes, at) => recorder.output_at(&bytes, at)?,
             Event::Input(bytes, at) => recorder.input_at(&bytes, at)?,
             Event::Marker(label, at) => recorder.marker_at(&label, at)?,
             Event::Resize(cols, rows, at) => recorder.resize_at(cols, rows, at)?,
-            Event::Finish(status, reply) => return Ok(Some((status, reply))),
+            Event::Finish(..) => {}
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 #[cfg(test)]

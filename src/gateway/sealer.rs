@@ -2,12 +2,15 @@
 //! waits up to [`SEAL_WINDOW`] for others ending around it, so that back-to-back execs share
 //! their directory fsyncs and the audit log's flush instead of paying three disk flushes each.
 //! The seal comes after the agent has its exit status either way; what batching saves is the
-//! flushes the next exec's decision record would queue behind, and CPU on a busy machine.
+//! flushes the next exec's decision record would queue behind, and CPU on a busy machine. Each
+//! recording's last events are written in the same job, just before the seal: one hand-off to
+//! the blocking pool per batch rather than one per exec more.
 //!
 //! An exec still waits for its own seal (its task, and the shutdown listener it holds, end
 //! after it), so shutdown waits for every recording as before; its channel's place in the
 //! connection's limit is given back before that wait (see `channel::ChannelSlot`).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +29,7 @@ pub const SEAL_QUEUE: usize = 256;
 /// Recordings sealed in one batch at most.
 pub const SEAL_BATCH: usize = 64;
 
-/// Hands closed recordings to the batching task. Clones share it.
+/// Hands ending recordings to the batching task. Clones share it.
 #[derive(Clone)]
 pub struct Sealer {
     /// To the batching task.
@@ -35,9 +38,12 @@ pub struct Sealer {
     audit: Arc<AuditLog>,
 }
 
+/// Blocking work that ends a recording: its last events and exit event written.
+type Closing = Box<dyn FnOnce() -> Result<Closed, RecordError> + Send>;
+
 /// One recording to seal, and who waits for the outcome.
 struct Sealing {
-    closed: Closed,
+    closing: Closing,
     done: oneshot::Sender<Result<SealedRecording, RecordError>>,
 }
 
@@ -49,23 +55,37 @@ impl Sealer {
         Sealer { queue, audit }
     }
 
-    /// Seals `closed` with whatever else ends within [`SEAL_WINDOW`]; returns once its seal is
-    /// in the audit log, or failed (the recording then keeps its marker).
-    pub async fn seal(&self, closed: Closed) -> Result<SealedRecording, RecordError> {
+    /// Ends the recording at `path` with `closing` (blocking: it writes the last events and
+    /// returns the closed recording) and seals it, with whatever else ends within
+    /// [`SEAL_WINDOW`]; returns once its seal is in the audit log, or failed (the recording
+    /// then keeps its marker).
+    pub async fn seal(
+        &self,
+        path: &Path,
+        closing: impl FnOnce() -> Result<Closed, RecordError> + Send + 'static,
+    ) -> Result<SealedRecording, RecordError> {
         let (done, outcome) = oneshot::channel();
-        let path = closed.path().display().to_string();
-        match self.queue.send(Sealing { closed, done }).await {
-            Ok(()) => outcome.await.unwrap_or(Err(RecordError::Failed { path })),
+        let sealing = Sealing {
+            closing: Box::new(closing),
+            done,
+        };
+        let lost = || RecordError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other("its sealing job stopped before sealing it"),
+        };
+        let outcome = match self.queue.send(sealing).await {
+            Ok(()) => outcome.await.ok(),
             // The task is gone (the runtime is stopping): seal this one alone.
             Err(mpsc::error::SendError(sealing)) => {
                 let audit = self.audit.clone();
-                tokio::task::spawn_blocking(move || seal_all(vec![sealing.closed], &audit).pop())
+                tokio::task::spawn_blocking(move || close_and_seal(vec![sealing.closing], &audit))
                     .await
                     .ok()
+                    .and_then(|mut outcomes| outcomes.pop())
                     .flatten()
-                    .unwrap_or(Err(RecordError::Failed { path }))
             }
-        }
+        };
+        outcome.unwrap_or_else(|| Err(lost()))
     }
 }
 
@@ -82,24 +102,48 @@ async fn seal_loop(mut rx: mpsc::Receiver<Sealing>, audit: Arc<AuditLog>) {
                 Ok(_) => {}
             }
         }
-        let (closed, waiting): (Vec<Closed>, Vec<_>) =
-            batch.drain(..).map(|s| (s.closed, s.done)).unzip();
+        let (closings, waiting): (Vec<Closing>, Vec<_>) =
+            batch.drain(..).map(|s| (s.closing, s.done)).unzip();
         let log = audit.clone();
-        let outcomes = match tokio::task::spawn_blocking(move || seal_all(closed, &log)).await {
+        let job = move || close_and_seal(closings, &log);
+        let outcomes = match tokio::task::spawn_blocking(job).await {
             Ok(outcomes) => outcomes,
             Err(err) => {
                 tracing::error!(error = %err, "the sealing job failed; the recordings stay unsealed until the next start");
                 Vec::new()
             }
         };
-        let mut outcomes = outcomes.into_iter();
-        for done in waiting {
-            let outcome = outcomes.next().unwrap_or(Err(RecordError::Failed {
-                path: "a recording in a failed sealing job".into(),
-            }));
-            let _ = done.send(outcome);
+        // A waiter left without an outcome (its sender dropped) reports its recording lost.
+        for (done, outcome) in waiting.into_iter().zip(outcomes) {
+            if let Some(outcome) = outcome {
+                let _ = done.send(outcome);
+            }
         }
     }
+}
+
+/// Runs every closing, then seals the recordings that closed (see [`seal_all`]); the outcomes
+/// come back in the closings' order (`None` only if the seal lost one, which it does not).
+fn close_and_seal(
+    closings: Vec<Closing>,
+    audit: &AuditLog,
+) -> Vec<Option<Result<SealedRecording, RecordError>>> {
+    let mut outcomes = Vec::with_capacity(closings.len());
+    let mut closed = Vec::new();
+    for closing in closings {
+        match closing() {
+            Ok(c) => {
+                closed.push(c);
+                outcomes.push(None);
+            }
+            Err(err) => outcomes.push(Some(Err(err))),
+        }
+    }
+    let mut sealed = seal_all(closed, audit).into_iter();
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.or_else(|| sealed.next()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -123,9 +167,11 @@ mod tests {
             let mut rec = Recorder::create_deferred(&root, &h).unwrap();
             rec.output(format!("output {channel}\n").as_bytes())
                 .unwrap();
-            let closed = rec.close(Some(0)).unwrap();
             let sealer = sealer.clone();
-            waits.push(tokio::spawn(async move { sealer.seal(closed).await }));
+            waits.push(tokio::spawn(async move {
+                let path = rec.path().to_path_buf();
+                sealer.seal(&path, move || rec.close(Some(0))).await
+            }));
         }
         let mut sealed = Vec::new();
         for wait in waits {
