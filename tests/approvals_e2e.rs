@@ -102,7 +102,10 @@ fn wait_mode_runs_once_after_approval_and_refuses_after_denial() {
         "denied command ran"
     );
 
-    // Everything is on the record: a chain that verifies, and recordings that name the decisions.
+    // Everything is on the record: a chain that verifies, and recordings that name the decisions
+    // (sealed just after each agent had its answer).
+    let recordings = demo.path().join("recordings");
+    common::wait_sealed(&recordings);
     let config = demo.path().join("gatehouse.toml");
     let verify = common::gatehouse(&["--config", config.to_str().unwrap(), "audit", "verify"]);
     assert!(
@@ -111,7 +114,7 @@ fn wait_mode_runs_once_after_approval_and_refuses_after_denial() {
         stdout(&verify),
         stderr(&verify)
     );
-    let casts: Vec<String> = walk(&demo.path().join("recordings"))
+    let casts: Vec<String> = common::files_under(&recordings)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "cast"))
         .map(|p| std::fs::read_to_string(p).unwrap())
@@ -172,19 +175,4 @@ fn console_is_for_reviewers_only_and_nobody_approves_their_own_request() {
 
     let unknown = console(&demo, "frobnicate");
     assert_eq!(unknown.status.code(), Some(2));
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

@@ -95,6 +95,7 @@ fn a_recording_opens_from_the_filtered_list_and_jumps_to_markers() {
     let demo = Demo::start();
     let ran = demo.ssh("demo", &[], "echo replay-me-please");
     assert!(ran.status.success(), "{ran:?}");
+    common::wait_sealed(&demo.path().join("recordings"));
     let Some(tmux) = console_ssh("replay", &demo, "console") else {
         return;
     };

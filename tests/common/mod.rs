@@ -221,3 +221,38 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Waits (up to 10 s) until no recording under `recordings` is unsealed. An exec's recording
+/// is finished and sealed just after its agent has the exit status (with others that end
+/// within the sealer's window), so a test that reads recordings right after a command waits
+/// for the `.open` names to go first.
+pub fn wait_sealed(recordings: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open: Vec<PathBuf> = files_under(recordings)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "open"))
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still unsealed: {open:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
