@@ -145,9 +145,14 @@ def paramiko_throughput(connect, command):
 
 
 def clear_recordings(demos):
-    """Deletes the recordings bulk runs leave (600 MB per 100 MB of zeros), so that one run's
-    dirty page cache does not slow the next; deleting them before writeback costs no I/O."""
+    """Waits until every recording is sealed, then deletes them (a bulk run leaves 600 MB per
+    100 MB of zeros). A seal fsyncs its recording just after the transfer ends; waiting for it
+    keeps that writeback out of the next run, which it would otherwise slow (deleting the
+    `.cast` name alone frees nothing while the `.open` name holds the file)."""
+    deadline = time.monotonic() + 120
     for d in demos:
+        while any((d.dir / "recordings").glob("*/*.open")) and time.monotonic() < deadline:
+            time.sleep(0.05)
         for day in (d.dir / "recordings").glob("*"):
             for f in day.glob("*.cast"):
                 f.unlink(missing_ok=True)
