@@ -15,18 +15,14 @@ fn private_key_block() -> String {
     format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{body}-----END OPENSSH PRIVATE KEY-----\n")
 }
 
+/// Every recording under `dir`, once all are sealed, concatenated.
 fn all_recordings(dir: &std::path::Path) -> String {
-    let mut text = String::new();
-    for day in std::fs::read_dir(dir).unwrap().flatten() {
-        if day.path().is_dir() {
-            for f in std::fs::read_dir(day.path()).unwrap().flatten() {
-                if f.path().extension().is_some_and(|e| e == "cast") {
-                    text.push_str(&std::fs::read_to_string(f.path()).unwrap());
-                }
-            }
-        }
-    }
-    text
+    common::wait_sealed(dir);
+    common::files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cast"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
 }
 
 #[test]
@@ -50,15 +46,8 @@ fn secrets_in_a_file_reach_neither_agent_nor_recording() {
     assert!(seen.contains("[MASKED:card]"), "{seen}");
     assert!(seen.contains("plain line stays"), "{seen}");
     // The recording is sealed just after the agent sees its exit status: wait for it.
-    let recordings = demo.path().join("recordings");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let text = loop {
-        let text = all_recordings(&recordings);
-        if text.contains("\"x\"") || std::time::Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let text = all_recordings(&demo.path().join("recordings"));
+    assert!(text.contains("\"x\""), "{text}");
     assert!(!text.contains(AWS_KEY));
     assert!(!text.contains("QQQQQQQQ"));
     assert!(!text.contains(CARD));

@@ -375,8 +375,7 @@ fn a_poisoned_log_refuses_unflushed_records_but_not_flushed_ones() {
         head: flushed,
     };
     let pending = log.write("command.decision", Value::Null).unwrap();
-    // What a failed flush leaves behind (it cannot be provoked on a healthy disk).
-    log.lock().poisoned = true;
+    log.poison();
     assert!(matches!(
         log.sync_through(&pending),
         Err(AuditError::Poisoned { .. })
