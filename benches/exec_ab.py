@@ -14,7 +14,7 @@ read; the absolute added time moves with the machine.
 
 Each demo's directory is made under its own parent when GATEHOUSE_AB_DIRS names two
 (`/abA:/abB`, swapped every other round): on ext4 without a journal a file's creation scans the
-inodes its directory's block group freed in the last seconds, so two builds sharing `/tmp`
+inodes its directory's block group freed in the last minutes, so two builds sharing `/tmp`
 would slow each other's recordings by their deletions; the last column says where each build's
 demo ran that round. The CPU column is gatehouse's own CPU time per exec (user + system,
 `/proc`). Two copies of one binary under different parents (one on tmpfs) compare file

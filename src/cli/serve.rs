@@ -16,7 +16,7 @@ use crate::gateway::{self, Gateway};
 use crate::identity::ca::CertVerifier;
 use crate::identity::revocation::{revocations_path, RevocationWatcher};
 use crate::policy::PolicySet;
-use crate::record::cast::recover_unsealed;
+use crate::record::cast::{recover_unsealed, SpareFiles};
 use crate::record::mask::MaskRules;
 use crate::store::Store;
 use crate::upstream::{Pool, TargetAccess};
@@ -229,6 +229,15 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
         Ok(_) => {}
         Err(err) => tracing::error!(error = %err, "cannot recover unsealed recordings"),
     }
+    let spares = match SpareFiles::open(&config.server.recordings_dir)
+        .and_then(|spares| spares.restock().map(|()| spares))
+    {
+        Ok(spares) => Some(Arc::new(spares)),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot make spare recording files; each recording creates its own");
+            None
+        }
+    };
     let reviewer_groups = policies.reviewer_groups(&config.approvals.default_reviewers);
     let approvals = Approvals::open(
         store,
@@ -252,7 +261,8 @@ pub fn build_gateway(config: Config, store: &Store) -> anyhow::Result<Gateway> {
         auth_failures,
         host_key,
         approvals: Arc::new(approvals),
-        sealer: gateway::sealer::Sealer::start(audit.clone()),
+        sealer: gateway::sealer::Sealer::start(audit.clone(), spares.clone()),
+        spares,
         audit,
         sessions: gateway::live::LiveSessions::new(),
         shutdown: gateway::shutdown::Shutdown::new(),

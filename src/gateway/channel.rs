@@ -163,6 +163,7 @@ pub(super) struct PtyRequest {
 pub async fn run(ctx: ChannelContext, mut channel: Channel<Msg>, mut shutdown: ShutdownListener) {
     let claim = Claim::start(
         ctx.gateway.config.server.recordings_dir.clone(),
+        ctx.gateway.spares.clone(),
         ctx.identity.identity.clone(),
         ctx.access.target.name.clone(),
         ctx.session_id.to_string(),

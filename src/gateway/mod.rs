@@ -36,6 +36,7 @@ use crate::config::Config;
 use crate::identity::ca::CertVerifier;
 use crate::identity::revocation::RevocationWatcher;
 use crate::policy::PolicySet;
+use crate::record::cast::SpareFiles;
 use crate::upstream::{Pool, TargetAccess};
 
 /// Agent connections served at once. Connections beyond it are accepted and refused at
@@ -85,6 +86,9 @@ pub struct Gateway {
     pub audit: Arc<AuditLog>,
     /// Seals exec recordings that end close together in one batch.
     pub sealer: sealer::Sealer,
+    /// Files made ahead for exec recordings (restocked by the sealer); `None` when they could
+    /// not be made at start, and recordings create their own.
+    pub spares: Option<Arc<SpareFiles>>,
     /// Exec channels open right now, for the reviewer console's sessions list.
     pub sessions: live::LiveSessions,
     /// Tells every open exec to seal its recording when the gateway stops, and waits for them.
@@ -286,5 +290,8 @@ impl Gateway {
         }
         let _ = leave.send("gatehouse shutting down".into());
         self.pool.close_all().await;
+        if let Some(spares) = self.spares.clone() {
+            let _ = tokio::task::spawn_blocking(move || spares.clear()).await;
+        }
     }
 }

@@ -21,8 +21,8 @@ use super::sealer::Sealer;
 use crate::audit::AuditLog;
 use crate::config::OnRecordingFailure;
 use crate::record::cast::{
-    Closed, RecordError, Recorder, RecordingHeader, RecordingName, Reservation, FLUSH_BYTES,
-    FLUSH_INTERVAL,
+    Closed, RecordError, Recorder, RecordingHeader, RecordingName, Reservation, SpareFiles,
+    FLUSH_BYTES, FLUSH_INTERVAL,
 };
 
 /// Events queued per recording at most. Output and input events carry one SSH packet's data
@@ -176,9 +176,11 @@ impl ExecRecording {
 pub struct Claim(Option<tokio::task::JoinHandle<Result<Reservation, RecordError>>>);
 
 impl Claim {
-    /// Claims, on the blocking pool, the files of the recording this channel's exec will have.
+    /// Claims, on the blocking pool, the files of the recording this channel's exec will have
+    /// (one of `spares`, the gateway's spare files under `root`, when one is ready).
     pub fn start(
         root: std::path::PathBuf,
+        spares: Option<Arc<SpareFiles>>,
         identity: String,
         target: String,
         session_id: String,
@@ -191,7 +193,7 @@ impl Claim {
                 session_id: &session_id,
                 channel,
             };
-            Reservation::claim(&root, &name)
+            Reservation::claim(&root, &name, spares.as_deref())
         })))
     }
 
@@ -444,7 +446,7 @@ mod tests {
             &header(),
             OnRecordingFailure::Refuse,
             audit.clone(),
-            Sealer::start(audit.clone()),
+            Sealer::start(audit.clone(), None),
         )
         .await
         .unwrap();

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::AuditLog;
-use crate::record::cast::{seal_all, Closed, RecordError, SealedRecording};
+use crate::record::cast::{seal_all, Closed, RecordError, SealedRecording, SpareFiles};
 
 /// How long a seal waits for others to share its flushes. Execs that end back to back
 /// (a few milliseconds apart) gather several per batch; a lone recording is sealed this much
@@ -48,10 +48,11 @@ struct Sealing {
 }
 
 impl Sealer {
-    /// Starts the batching task (call inside the runtime).
-    pub fn start(audit: Arc<AuditLog>) -> Sealer {
+    /// Starts the batching task (call inside the runtime). After each batch it restocks
+    /// `spares`, the recordings' spare files, if given.
+    pub fn start(audit: Arc<AuditLog>, spares: Option<Arc<SpareFiles>>) -> Sealer {
         let (queue, rx) = mpsc::channel(SEAL_QUEUE);
-        tokio::spawn(seal_loop(rx, audit.clone()));
+        tokio::spawn(seal_loop(rx, audit.clone(), spares));
         Sealer { queue, audit }
     }
 
@@ -91,7 +92,11 @@ impl Sealer {
 
 /// Gathers recordings for [`SEAL_WINDOW`] after the first of a batch, then seals them in one
 /// job on the blocking pool; the next batch gathers while that one is on disk.
-async fn seal_loop(mut rx: mpsc::Receiver<Sealing>, audit: Arc<AuditLog>) {
+async fn seal_loop(
+    mut rx: mpsc::Receiver<Sealing>,
+    audit: Arc<AuditLog>,
+    spares: Option<Arc<SpareFiles>>,
+) {
     let mut batch = Vec::with_capacity(SEAL_BATCH);
     while rx.recv_many(&mut batch, SEAL_BATCH).await > 0 {
         let deadline = tokio::time::Instant::now() + SEAL_WINDOW;
@@ -105,19 +110,25 @@ async fn seal_loop(mut rx: mpsc::Receiver<Sealing>, audit: Arc<AuditLog>) {
         let (closings, waiting): (Vec<Closing>, Vec<_>) =
             batch.drain(..).map(|s| (s.closing, s.done)).unzip();
         let log = audit.clone();
-        let job = move || close_and_seal(closings, &log);
-        let outcomes = match tokio::task::spawn_blocking(job).await {
-            Ok(outcomes) => outcomes,
-            Err(err) => {
-                tracing::error!(error = %err, "the sealing job failed; the recordings stay unsealed until the next start");
-                Vec::new()
+        let spares = spares.clone();
+        let job = move || {
+            let outcomes = close_and_seal(closings, &log);
+            // A waiter left without an outcome (its sender dropped) reports its recording lost.
+            for (done, outcome) in waiting.into_iter().zip(outcomes) {
+                if let Some(outcome) = outcome {
+                    let _ = done.send(outcome);
+                }
+            }
+            // Once the waiters have heard: files for the next recordings, made while none is
+            // waiting for them.
+            if let Some(spares) = spares {
+                if let Err(err) = spares.restock() {
+                    tracing::warn!(error = %err, "cannot make spare recording files; recordings create their own");
+                }
             }
         };
-        // A waiter left without an outcome (its sender dropped) reports its recording lost.
-        for (done, outcome) in waiting.into_iter().zip(outcomes) {
-            if let Some(outcome) = outcome {
-                let _ = done.send(outcome);
-            }
+        if let Err(err) = tokio::task::spawn_blocking(job).await {
+            tracing::error!(error = %err, "the sealing job failed; the recordings stay unsealed until the next start");
         }
     }
 }
@@ -159,7 +170,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("recordings");
         let audit = Arc::new(AuditLog::open(&dir.path().join("audit.log")).unwrap());
-        let sealer = Sealer::start(audit.clone());
+        let sealer = Sealer::start(audit.clone(), None);
         let mut waits = Vec::new();
         for channel in 0..5 {
             let mut h = header();

@@ -35,12 +35,14 @@ mod json;
 mod recover;
 mod reserve;
 mod seal;
+mod spare;
 mod utf8;
 
 pub use event::EventEncoder;
 pub use recover::recover_unsealed;
 pub use reserve::{RecordingName, Reservation};
 pub use seal::{seal_all, Closed};
+pub use spare::{SpareFiles, SPARE_DIR, SPARE_FILES};
 
 /// Buffered events are written out once this much is pending.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -173,7 +175,7 @@ impl Recorder {
     /// then made durable with its names, then sealed: the one case where the order cannot
     /// matter, since nothing of it was on disk before.
     pub fn create_deferred(root: &Path, header: &RecordingHeader) -> Result<Recorder, RecordError> {
-        Reservation::claim(root, &header.name())?.start(header)
+        Reservation::claim(root, &header.name(), None)?.start(header)
     }
 
     /// Writes buffered events out now (making the names durable first, if still pending).

@@ -2,13 +2,15 @@
 //! session id, channel) is fixed when the agent opens its session channel, so the two files can
 //! be created then, while the agent is still sending its requests; the exec only writes the
 //! header into the marker and starts recording. Creating files costs journal work that an exec
-//! would otherwise wait for beside its decision record's fdatasync.
+//! would otherwise wait for beside its decision record's fdatasync. Usually no file is created
+//! even then: the claim links its two names to an empty file made ahead (see `spare`), and
+//! creates one only when none is ready.
 //!
 //! The unsealed-recording marker `<name>.cast.open` is a second name (a hard link) of the
-//! `.cast` file, not a file of its own: claiming allocates one inode, and sealing removes a name
-//! without freeing one. That matters on ext4 without a journal, where every file creation scans
-//! past the inodes freed in the last seconds; a marker file created and deleted per exec made
-//! each exec's creations slower the more execs had just run. The recordings directory must
+//! `.cast` file, not a file of its own: claiming allocates at most one inode, and sealing removes
+//! a name without freeing one. That matters on ext4 without a journal, where every file creation
+//! scans past the inodes freed in the last minutes; a marker file created and deleted per exec
+//! made each exec's creations slower the more execs had just run. The recordings directory must
 //! therefore be on a file system with hard links (every Linux one gatehouse is meant for).
 //!
 //! A reservation that is never started (the channel closed, or asked for a shell) removes its
@@ -24,6 +26,7 @@ use std::time::Instant;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
+use super::spare::{Spare, SpareFiles};
 use super::{
     header_json, name_part, EventEncoder, RecordError, Recorder, RecordingHeader, FLUSH_BYTES,
     OPEN_SUFFIX,
@@ -62,8 +65,13 @@ struct Claimed {
 
 impl Reservation {
     /// Creates `<name>.cast.open` and links `<name>.cast` to it, under `root`'s directory for
-    /// today (not fsynced: see [`Recorder::create_deferred`]).
-    pub fn claim(root: &Path, name: &RecordingName<'_>) -> Result<Reservation, RecordError> {
+    /// today (not fsynced: see [`Recorder::create_deferred`]). The file is one of `spares` when
+    /// one is ready (see `spare`); `spares` must belong to `root`.
+    pub fn claim(
+        root: &Path,
+        name: &RecordingName<'_>,
+        spares: Option<&SpareFiles>,
+    ) -> Result<Reservation, RecordError> {
         let now = Utc::now();
         let day = now.format("%Y-%m-%d").to_string();
         let day_dir = root.join(&day);
@@ -86,7 +94,7 @@ impl Reservation {
         );
         // The marker name goes first: a .cast file that exists without one after a crash would
         // never be found and sealed.
-        let (file_name, marker_path, file) = claim_name(&day_dir, &stem)?;
+        let (file_name, marker_path, file) = claim_name(&day_dir, &stem, spares)?;
         Ok(Reservation {
             files: Some(Claimed {
                 file,
@@ -153,9 +161,20 @@ fn remove(claimed: &Claimed) {
 }
 
 /// Creates `<stem>.cast.open` (create-new; a suffix is added on collision), empty, and links
-/// the `.cast` name to it. Returns the `.cast` file's name, the marker's path and the file, open
+/// the `.cast` name to it. The marker is a second name of a spare file when `spares` has one
+/// ready, else a new file. Returns the `.cast` file's name, the marker's path and the file, open
 /// and not yet fsynced.
-fn claim_name(dir: &Path, stem: &str) -> Result<(String, PathBuf, File), RecordError> {
+fn claim_name(
+    dir: &Path,
+    stem: &str,
+    spares: Option<&SpareFiles>,
+) -> Result<(String, PathBuf, File), RecordError> {
+    let give_back = |spare: Option<Spare>| {
+        if let (Some(spare), Some(spares)) = (spare, spares) {
+            spares.put_back(spare);
+        }
+    };
+    let mut spare = spares.and_then(SpareFiles::take);
     for attempt in 0..100u32 {
         let name = match attempt {
             0 => format!("{stem}.cast"),
@@ -166,41 +185,57 @@ fn claim_name(dir: &Path, stem: &str) -> Result<(String, PathBuf, File), RecordE
         if path.exists() {
             continue;
         }
-        let file = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&marker)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(source) => {
-                return Err(RecordError::Io {
-                    path: marker.display().to_string(),
-                    source,
-                })
+        let made = match make_marker(&marker, spare.take()) {
+            Err((e, Some(broken))) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                // The spare could not be linked (removed under us, say): its name goes at the
+                // next restock, and this recording makes its file.
+                tracing::debug!(error = %e, "a spare recording file could not be linked");
+                if let Some(spares) = spares {
+                    spares.used(broken.path);
+                }
+                make_marker(&marker, None)
             }
+            made => made,
         };
-        match std::fs::hard_link(&marker, &path) {
-            Ok(()) => return Ok((name, marker, file)),
-            Err(e) => {
-                let _ = std::fs::remove_file(&marker);
+        let (file, spare_name) = match made {
+            Ok(made) => made,
+            Err((e, back)) => {
+                spare = back;
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
                     continue;
                 }
+                give_back(spare);
                 return Err(RecordError::Io {
-                    path: path.display().to_string(),
-                    source: std::io::Error::new(
-                        e.kind(),
-                        format!(
-                            "cannot link it to its unsealed marker (the recordings directory \
-                             must support hard links): {e}"
-                        ),
-                    ),
+                    path: marker.display().to_string(),
+                    source: e,
                 });
             }
+        };
+        if let Err(e) = std::fs::hard_link(&marker, &path) {
+            let _ = std::fs::remove_file(&marker);
+            // A spare is still an empty file under its `.spare` name: keep it for the next try.
+            spare = spare_name.map(|path| Spare { file, path });
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                continue;
+            }
+            give_back(spare);
+            return Err(RecordError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot link it to its unsealed marker (the recordings directory \
+                         must support hard links): {e}"
+                    ),
+                ),
+            });
         }
+        if let (Some(spare_name), Some(spares)) = (spare_name, spares) {
+            spares.used(spare_name);
+        }
+        return Ok((name, marker, file));
     }
+    give_back(spare);
     Err(RecordError::Io {
         path: dir.join(format!("{stem}.cast")).display().to_string(),
         source: std::io::Error::new(
@@ -208,4 +243,25 @@ fn claim_name(dir: &Path, stem: &str) -> Result<(String, PathBuf, File), RecordE
             "100 recordings with this name already exist",
         ),
     })
+}
+
+/// Gives the marker name `path` to a file: `spare` when given, else a new empty file. Returns the
+/// file and, for a spare, its `.spare` name; on failure, the error and the spare back.
+fn make_marker(
+    path: &Path,
+    spare: Option<Spare>,
+) -> Result<(File, Option<PathBuf>), (std::io::Error, Option<Spare>)> {
+    match spare {
+        Some(spare) => match std::fs::hard_link(&spare.path, path) {
+            Ok(()) => Ok((spare.file, Some(spare.path))),
+            Err(e) => Err((e, Some(spare))),
+        },
+        None => OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(path)
+            .map(|file| (file, None))
+            .map_err(|e| (e, None)),
+    }
 }

@@ -394,7 +394,7 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
 fn a_reservation_dropped_unstarted_leaves_no_files() {
     let fx = Fixture::new();
     let h = header();
-    let reservation = Reservation::claim(&fx.root(), &h.name()).unwrap();
+    let reservation = Reservation::claim(&fx.root(), &h.name(), None).unwrap();
     let claimed = files_under(&fx.root());
     let names: Vec<_> = claimed
         .iter()
@@ -410,7 +410,7 @@ fn a_reservation_dropped_unstarted_leaves_no_files() {
 fn a_started_reservation_records_like_a_created_recorder() {
     let fx = Fixture::new();
     let h = header();
-    let reservation = Reservation::claim(&fx.root(), &h.name()).unwrap();
+    let reservation = Reservation::claim(&fx.root(), &h.name(), None).unwrap();
     let mut rec = reservation.start(&h).unwrap();
     // The header is in the file at once (recovery's copy), under both names.
     let marker = std::fs::read_to_string(&rec.open_marker).unwrap();
@@ -433,7 +433,7 @@ fn a_started_reservation_records_like_a_created_recorder() {
 fn recovery_removes_a_reservation_a_crash_left_unstarted() {
     let fx = Fixture::new();
     let h = header();
-    let reservation = Reservation::claim(&fx.root(), &h.name()).unwrap();
+    let reservation = Reservation::claim(&fx.root(), &h.name(), None).unwrap();
     std::mem::forget(reservation); // like a kill: the files stay, empty
     assert_eq!(files_under(&fx.root()).len(), 2);
     assert!(recover_unsealed(&fx.root(), &fx.audit).unwrap().is_empty());
