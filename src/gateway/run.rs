@@ -150,6 +150,10 @@ pub(super) async fn run_upstream(
         load,
     )
     .await;
+    // The agent's exit status and close are queued on its connection. This worker runs that
+    // connection's task only when this one waits, so wait here once: the agent hears the end
+    // before the bookkeeping below and the seal's hand-off.
+    tokio::task::yield_now().await;
     ctx.inflows.remove(agent_id);
     drop(permit);
     if !end.masked.is_empty() {
