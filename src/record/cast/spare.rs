@@ -60,11 +60,7 @@ impl SpareFiles {
     /// starts empty (see [`SpareFiles::restock`]).
     pub fn open(root: &Path) -> Result<SpareFiles, RecordError> {
         let dir = root.join(SPARE_DIR);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&dir)
-            .map_err(|e| io_err(&dir, e))?;
+        make_dir(&dir)?;
         for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
             let path = entry.map_err(|e| io_err(&dir, e))?.path();
             std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
@@ -116,6 +112,7 @@ impl SpareFiles {
         }
         let mut made = Vec::with_capacity(missing);
         let mut outcome = Ok(());
+        let mut dir_made = false;
         while made.len() < missing {
             let path = self.dir.join(next.to_string());
             next += 1;
@@ -128,6 +125,14 @@ impl SpareFiles {
                 Ok(file) => made.push(Spare { file, path }),
                 // A name taken by another process sharing the directory: the next number.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                // The directory was removed under us: make it again, once.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir_made => {
+                    dir_made = true;
+                    if let Err(e) = make_dir(&self.dir) {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
                 Err(e) => {
                     outcome = Err(io_err(&path, e));
                     break;
@@ -164,6 +169,15 @@ impl SpareFiles {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Makes `dir` (0750) and its parents unless it exists.
+fn make_dir(dir: &Path) -> Result<(), RecordError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(|e| io_err(dir, e))
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> RecordError {
@@ -253,6 +267,17 @@ mod tests {
             assert_eq!(std::fs::metadata(rec.path()).unwrap().nlink(), 2);
         }
         assert_eq!(spares.ready(), 0);
+        spares.restock().unwrap();
+        assert_eq!(names(&root.join(SPARE_DIR)).len(), SPARE_FILES);
+
+        // The whole directory removed: the next claims make their own files, and the restock
+        // makes the directory again.
+        std::fs::remove_dir_all(root.join(SPARE_DIR)).unwrap();
+        for channel in 100..100 + SPARE_FILES as u32 {
+            h.channel = channel;
+            let reservation = Reservation::claim(&root, &h.name(), Some(&spares)).unwrap();
+            drop(reservation.start(&h).unwrap());
+        }
         spares.restock().unwrap();
         assert_eq!(names(&root.join(SPARE_DIR)).len(), SPARE_FILES);
     }
