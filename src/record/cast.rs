@@ -42,7 +42,7 @@ pub use event::EventEncoder;
 pub use recover::recover_unsealed;
 pub use reserve::{RecordingName, Reservation};
 pub use seal::{seal_all, Closed};
-pub use spare::{SpareFiles, SPARE_DIR, SPARE_FILES};
+pub use spare::SpareFiles;
 
 /// Buffered events are written out once this much is pending.
 pub const FLUSH_BYTES: usize = 64 * 1024;

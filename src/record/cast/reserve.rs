@@ -186,14 +186,20 @@ fn claim_name(
             continue;
         }
         let made = match make_marker(&marker, spare.take()) {
-            Err((e, Some(broken))) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                // The spare could not be linked (removed under us, say): its name goes at the
-                // next restock, and this recording makes its file.
+            Err((e, Some(untried))) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 tracing::debug!(error = %e, "a spare recording file could not be linked");
-                if let Some(spares) = spares {
-                    spares.used(broken.path);
+                match make_marker(&marker, None) {
+                    // A new file could be made where the spare could not be linked: the spare
+                    // is broken (removed under us, say); its name goes at the next restock.
+                    Ok(made) => {
+                        if let Some(spares) = spares {
+                            spares.used(untried.path);
+                        }
+                        Ok(made)
+                    }
+                    // Neither could: the directory is at fault, not the spare.
+                    Err((e, _)) => Err((e, Some(untried))),
                 }
-                make_marker(&marker, None)
             }
             made => made,
         };
