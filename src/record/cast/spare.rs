@@ -45,6 +45,8 @@ struct Stock {
     used: Vec<PathBuf>,
     /// The number in the next spare's name.
     next: u64,
+    /// Set by [`SpareFiles::clear`]: no more spares are made.
+    cleared: bool,
 }
 
 /// One empty file, open for writing, with its name in `.spare`.
@@ -94,24 +96,33 @@ impl SpareFiles {
 
     /// Removes the `.spare` names of used spares and makes files until [`SPARE_FILES`] are
     /// ready. Blocking; the lock is not held while the files are made. One restock runs at a
-    /// time (the sealer's, after each batch; the first at start).
+    /// time (the sealer's, after each batch; the first at start); after [`SpareFiles::clear`]
+    /// it makes nothing. A name that cannot be removed is kept for the next restock; the first
+    /// error is returned once the rest is done.
     pub fn restock(&self) -> Result<(), RecordError> {
         let (used, missing, mut next) = {
             let mut stock = self.lock();
+            if stock.cleared {
+                return Ok(());
+            }
             let missing = SPARE_FILES.saturating_sub(stock.ready.len());
-            let next = stock.next;
-            stock.next += missing as u64;
-            (std::mem::take(&mut stock.used), missing, next)
+            (std::mem::take(&mut stock.used), missing, stock.next)
         };
-        for path in &used {
-            if let Err(e) = std::fs::remove_file(path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(io_err(path, e));
+        let mut outcome = Ok(());
+        let mut kept = Vec::new();
+        for path in used {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    if outcome.is_ok() {
+                        outcome = Err(io_err(&path, e));
+                    }
+                    kept.push(path);
                 }
             }
         }
         let mut made = Vec::with_capacity(missing);
-        let mut outcome = Ok(());
         let mut dir_made = false;
         while made.len() < missing {
             let path = self.dir.join(next.to_string());
@@ -129,26 +140,39 @@ impl SpareFiles {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir_made => {
                     dir_made = true;
                     if let Err(e) = make_dir(&self.dir) {
-                        outcome = Err(e);
+                        outcome = outcome.and(Err(e));
                         break;
                     }
                 }
                 Err(e) => {
-                    outcome = Err(io_err(&path, e));
+                    outcome = outcome.and(Err(io_err(&path, e)));
                     break;
                 }
             }
         }
         let mut stock = self.lock();
-        stock.next = stock.next.max(next);
+        stock.next = next;
+        stock.used.extend(kept);
+        if stock.cleared {
+            // Cleared while these were being made: they go too.
+            drop(stock);
+            for spare in made {
+                let _ = std::fs::remove_file(&spare.path);
+            }
+            let _ = std::fs::remove_dir(&self.dir);
+            return outcome;
+        }
         stock.ready.extend(made);
         outcome
     }
 
-    /// Removes every spare name (used or not) and the directory: the gateway is stopping.
+    /// Removes every spare name (used or not) and the directory, and stops further restocks:
+    /// the gateway is stopping. Names a claim still running gives back later stay until the
+    /// next start removes them.
     pub fn clear(&self) {
         let (ready, used) = {
             let mut stock = self.lock();
+            stock.cleared = true;
             (
                 std::mem::take(&mut stock.ready),
                 std::mem::take(&mut stock.used),
@@ -196,6 +220,15 @@ mod tests {
     use crate::record::cast::tests::header;
     use crate::record::cast::Reservation;
 
+    /// A recordings root under a fresh directory, with a full stock of spares.
+    fn stocked() -> (tempfile::TempDir, PathBuf, SpareFiles) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("recordings");
+        let spares = SpareFiles::open(&root).unwrap();
+        spares.restock().unwrap();
+        (dir, root, spares)
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -210,11 +243,8 @@ mod tests {
     /// spare name, leaving the recording with its one name.
     #[test]
     fn a_claim_links_a_spare_and_the_restock_replaces_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("recordings");
+        let (dir, root, spares) = stocked();
         let audit = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
-        let spares = SpareFiles::open(&root).unwrap();
-        spares.restock().unwrap();
         assert_eq!(spares.ready(), SPARE_FILES);
         let spare_dir = root.join(SPARE_DIR);
         let before = names(&spare_dir);
@@ -251,10 +281,7 @@ mod tests {
     /// used up the restock makes a full stock again.
     #[test]
     fn a_spare_that_cannot_be_linked_falls_back_to_a_new_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("recordings");
-        let spares = SpareFiles::open(&root).unwrap();
-        spares.restock().unwrap();
+        let (_dir, root, spares) = stocked();
         for name in names(&root.join(SPARE_DIR)) {
             std::fs::remove_file(root.join(SPARE_DIR).join(name)).unwrap();
         }
@@ -287,10 +314,7 @@ mod tests {
     /// A clean stop removes the spares and their directory.
     #[test]
     fn start_removes_what_a_run_left_and_a_stop_removes_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("recordings");
-        let spares = SpareFiles::open(&root).unwrap();
-        spares.restock().unwrap();
+        let (_dir, root, spares) = stocked();
         let h = header();
         let rec = Reservation::claim(&root, &h.name(), Some(&spares))
             .unwrap()
@@ -310,5 +334,16 @@ mod tests {
         spares.clear();
         assert!(!root.join(SPARE_DIR).exists());
         assert!(path.exists());
+    }
+
+    /// Once cleared (the gateway stopping), a restock makes nothing: a sealing job that
+    /// finishes after the stop leaves no spare behind.
+    #[test]
+    fn a_restock_after_clear_makes_nothing() {
+        let (_dir, root, spares) = stocked();
+        spares.clear();
+        spares.restock().unwrap();
+        assert_eq!(spares.ready(), 0);
+        assert!(!root.join(SPARE_DIR).exists());
     }
 }
