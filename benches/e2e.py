@@ -18,6 +18,8 @@ the run slows both alike. It measures:
   - recording on vs off and masking on vs off on 100 MB through gatehouse (OpenSSH client),
     with the CPU time gatehouse spent per transfer on each side (less sensitive to other load
     than throughput);
+  - for the paramiko transfers, where the machine's CPU went: paramiko, gatehouse, everything
+    else (sshd, kernel writeback) and idle, in seconds per transfer;
   - RSS of gatehouse with 1,000 idle authenticated agent connections (asyncssh);
   - paramiko announcing itself as 3.4.1 through `main`: gatehouse then offers it AES-CTR, which
     it takes (what every paramiko got before gatehouse offered 3.5 and later only AES-GCM).
@@ -126,9 +128,22 @@ def connect_first_exec(via_connect, direct_connect):
     return [statistics.median(s) for s in samples]
 
 
-def paramiko_throughput(connect, command):
+def machine_cpu():
+    """Busy and idle CPU seconds of the whole machine so far, every core summed (/proc/stat;
+    iowait counts as idle, steal as busy: another guest had the core)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / hz, (idle + iowait) / hz
+
+
+def paramiko_throughput_cpu(connect, command, pid):
+    """MB/s, and where the machine's CPU went during the transfer, in seconds: this process
+    (paramiko, the client), gatehouse (`pid`), everything else (sshd, kernel threads such as
+    writeback), and idle. The connection is set up before the clocks start."""
     client = connect()
     chan = client.get_transport().open_session()
+    me, gate, (busy, idle) = os.times(), cpu_seconds(pid), machine_cpu()
     t = time.perf_counter()
     chan.exec_command(command)
     n = 0
@@ -139,9 +154,12 @@ def paramiko_throughput(connect, command):
         n += len(data)
     chan.recv_exit_status()
     dt = time.perf_counter() - t
+    me_after, gate_after, (busy_after, idle_after) = os.times(), cpu_seconds(pid), machine_cpu()
     client.close()
     assert n == BULK, n
-    return n / dt / 1e6
+    mine = (me_after.user + me_after.system) - (me.user + me.system)
+    theirs = gate_after - gate
+    return (n / dt / 1e6, dt, mine, theirs, busy_after - busy - mine - theirs, idle_after - idle)
 
 
 def clear_recordings(demos):
@@ -298,7 +316,7 @@ def main():
     }
     ALL_DEMOS.extend(demos.values())
     main_demo = demos["main"]
-    rows, onoff = [], []
+    rows, onoff, cpu_rows = [], [], []
     try:
         n, before, during = idle_connections(main_demo)
         idle_row = (
@@ -333,13 +351,17 @@ def main():
         old_paramiko = as_paramiko_3_4(main_demo.connect)
         ciphers = (f"{cipher(main_demo.connect)} / {cipher(main_demo.connect_direct)}",
                    f"{cipher(old_paramiko)} / {cipher(main_demo.connect_direct)}")
+        pid = main_demo.proc.pid
         for name, command in payloads:
             via, direct = side_by_side(
-                lambda: paramiko_throughput(main_demo.connect, command),
-                lambda: paramiko_throughput(main_demo.connect_direct, command),
+                lambda: paramiko_throughput_cpu(main_demo.connect, command, pid),
+                lambda: paramiko_throughput_cpu(main_demo.connect_direct, command, pid),
             )
             rows.append((f"100 MB {name}, paramiko {paramiko.__version__}, {ciphers[0]} (MB/s)",
-                         f"{via:.0f}", f"{direct:.0f}", f"{via / direct:.2f}×", "≥ 0.90×"))
+                         f"{via[0]:.0f}", f"{direct[0]:.0f}", f"{via[0] / direct[0]:.2f}×",
+                         "≥ 0.90×"))
+            cpu_rows.append((f"{name}, through gatehouse", *via))
+            cpu_rows.append((f"{name}, direct", *direct))
             via, direct = side_by_side(
                 lambda: openssh_throughput(main_demo, "demo", command),
                 lambda: openssh_throughput(main_demo, "demo-direct", command),
@@ -348,11 +370,12 @@ def main():
                          f"{via / direct:.2f}×", "≥ 0.80×"))
         command = payloads[1][1]
         via, direct = side_by_side(
-            lambda: paramiko_throughput(bare.connect, command),
-            lambda: paramiko_throughput(bare.connect_direct, command),
+            lambda: paramiko_throughput_cpu(bare.connect, command, bare.proc.pid),
+            lambda: paramiko_throughput_cpu(bare.connect_direct, command, bare.proc.pid),
         )
-        rows.append(("100 MB log text, paramiko, masking and recording off (MB/s)", f"{via:.0f}",
-                     f"{direct:.0f}", f"{via / direct:.2f}×", ""))
+        rows.append(("100 MB log text, paramiko, masking and recording off (MB/s)",
+                     f"{via[0]:.0f}", f"{direct[0]:.0f}", f"{via[0] / direct[0]:.2f}×", ""))
+        cpu_rows.append(("log text, masking and recording off", *via))
         via, direct = side_by_side(
             lambda: openssh_throughput(bare, "demo", command),
             lambda: openssh_throughput(bare, "demo-direct", command),
@@ -361,8 +384,8 @@ def main():
                      f"{direct:.0f}", f"{via / direct:.2f}×", ""))
         for name, command in payloads:
             via, direct = side_by_side(
-                lambda: paramiko_throughput(old_paramiko, command),
-                lambda: paramiko_throughput(main_demo.connect_direct, command),
+                lambda: paramiko_throughput_cpu(old_paramiko, command, pid)[0],
+                lambda: paramiko_throughput_cpu(main_demo.connect_direct, command, pid)[0],
             )
             rows.append((f"100 MB {name}, paramiko announcing 3.4.1, {ciphers[1]} (MB/s)",
                          f"{via:.0f}", f"{direct:.0f}", f"{via / direct:.2f}×", ""))
@@ -406,6 +429,12 @@ def main():
     print("|---|---|---|---|---|---|")
     for r in onoff:
         print("| " + " | ".join(r) + " |")
+    print()
+    print("| 100 MB, paramiko | MB/s | transfer s | paramiko CPU s | gatehouse CPU s "
+          "| other CPU s | idle CPU s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, rate, *seconds in cpu_rows:
+        print(f"| {name} | {rate:.0f} | " + " | ".join(f"{x:.2f}" for x in seconds) + " |")
 
 
 if __name__ == "__main__":
