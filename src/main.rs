@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gatehouse::cli;
+use gatehouse::logging::LogWriter;
 
 /// An SSH bastion that reads every command an agent sends before it reaches a host.
 #[derive(Debug, Parser)]
@@ -61,7 +62,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    gatehouse::logging::init(args.log_format);
+    // The servers log from a thread of their own (see `logging`); one-shot commands directly.
+    let writer = match args.command {
+        Command::Serve | Command::Demo(_) => LogWriter::Background,
+        _ => LogWriter::Direct,
+    };
+    let log = gatehouse::logging::init(args.log_format, writer);
     let result = match args.command {
         Command::Serve => cli::serve::serve(&args.config),
         Command::Demo(demo) => cli::serve::demo(demo),
@@ -74,6 +80,8 @@ fn main() -> ExitCode {
         Command::Replay { file } => cli::replay::run(&file),
         Command::Login(login) => cli::login::run(login),
     };
+    // Every queued log line out before the last word.
+    drop(log);
     match result {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
         Err(err) => {

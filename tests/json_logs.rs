@@ -177,3 +177,26 @@ fn recording_session_id(dir: &Path) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A reader that stops reading gatehouse's stderr (a stuck log shipper, a full pipe) does not
+/// stop its sessions: lines go to a log thread through a bounded queue, so the data path never
+/// waits for the pipe. At debug level a few execs fill the pipe's 64 KiB; every exec after that
+/// must still run, and gatehouse must still answer and stop.
+#[test]
+fn a_stalled_stderr_reader_does_not_stall_sessions() {
+    let demo = common::Demo::start_with_unread_stderr("debug");
+    // A stalled gateway would stop answering keepalives: ssh then gives up after ~6 s.
+    let keepalive = ["-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3"];
+    for n in 0..60 {
+        let out = demo.ssh("demo", &keepalive, &format!("echo exec-{n}"));
+        assert_eq!(
+            common::stdout(&out).trim(),
+            format!("exec-{n}"),
+            "exec {n}: status {:?}, stderr {}",
+            out.status,
+            common::stderr(&out)
+        );
+    }
+    let stopped = demo.stop();
+    assert!(stopped.success(), "demo exit {stopped:?}");
+}

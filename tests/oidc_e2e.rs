@@ -522,6 +522,11 @@ async fn provider_tokens_issue_and_hostile_tokens_do_not() {
     );
     assert!(metrics.contains("{reason=\"replay\"} 2"), "{metrics}");
     assert!(metrics.contains("{reason=\"policy\"} 9"), "{metrics}");
+    // Dropped log lines are counted too (none here).
+    assert!(
+        metrics.contains("\ngatehouse_log_lines_dropped_total 0\n"),
+        "{metrics}"
+    );
     let audit = gh.audit();
     assert!(audit.matches("\"cert.refused\"").count() >= cases.len());
     for (_, token, _) in &cases {

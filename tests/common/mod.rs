@@ -45,6 +45,12 @@ impl Demo {
         Demo::start_command(Command::new(BIN), args)
     }
 
+    /// `gatehouse demo --dir DIR`, logging at `log_level` into a pipe that nobody reads (the
+    /// read end is held until the demo is dropped).
+    pub fn start_with_unread_stderr(log_level: &str) -> Demo {
+        Demo::start_logging(Command::new(BIN), &[], Some(log_level))
+    }
+
     /// `gatehouse demo --dir DIR ARGS...` allowed at most `open_files` descriptors (soft and
     /// hard limit, so gatehouse cannot raise it).
     pub fn start_with_open_files(open_files: u32, args: &[&str]) -> Demo {
@@ -55,7 +61,12 @@ impl Demo {
         Demo::start_command(sh, args)
     }
 
-    fn start_command(mut command: Command, args: &[&str]) -> Demo {
+    fn start_command(command: Command, args: &[&str]) -> Demo {
+        Demo::start_logging(command, args, None)
+    }
+
+    /// Starts the demo logging at `info` into `DIR.log`, or at `unread` into an unread pipe.
+    fn start_logging(mut command: Command, args: &[&str], unread: Option<&str>) -> Demo {
         require_openssh();
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-test-")
@@ -68,19 +79,21 @@ impl Demo {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
                 .expect("chmod test dir");
         }
-        let mut child = command
+        command
             .arg("demo")
             .arg("--dir")
             .arg(dir.path())
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", unread.unwrap_or("info"))
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
+            .stdout(Stdio::piped());
+        match unread {
+            Some(_) => command.stderr(Stdio::piped()),
+            None => command.stderr(Stdio::from(
                 std::fs::File::create(dir.path().with_extension("log")).expect("log file"),
-            ))
-            .spawn()
-            .expect("start gatehouse demo");
+            )),
+        };
+        let mut child = command.spawn().expect("start gatehouse demo");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
