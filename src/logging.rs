@@ -17,8 +17,9 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 /// Log lines waiting for the log thread at most; past this a line is dropped and counted.
-/// Lines are short (a few hundred bytes), so a full queue holds a few MiB.
-pub const QUEUED_LINES: usize = 16_384;
+/// Lines are short (a few hundred bytes; a command line is cut to 1,024 characters, the
+/// audit log has it whole), so a full queue holds a few MiB.
+pub const QUEUED_LINES: usize = 4_096;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

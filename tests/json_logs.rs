@@ -200,3 +200,28 @@ fn a_stalled_stderr_reader_does_not_stall_sessions() {
     let stopped = demo.stop();
     assert!(stopped.success(), "demo exit {stopped:?}");
 }
+
+/// An exec's log line carries the start of its command line and the line's length, not the
+/// whole of it (up to 256 KiB; the audit log has it whole): log lines wait in a bounded queue
+/// of lines, and that bound must mean a bound on memory.
+#[test]
+fn an_exec_log_line_cuts_a_long_command_line() {
+    let demo = common::Demo::start();
+    let word = "x".repeat(3000);
+    let out = demo.ssh("demo", &[], &format!("echo {word}"));
+    assert_eq!(
+        common::stdout(&out).trim(),
+        word,
+        "{}",
+        common::stderr(&out)
+    );
+    let log = demo.log();
+    let decided = log
+        .lines()
+        .find(|l| l.contains("exec decided") && l.contains("command_bytes=3005"))
+        .unwrap_or_else(|| panic!("no exec decided line with its length:\n{log}"));
+    assert!(decided.contains(&"x".repeat(1019)), "{decided}");
+    assert!(!decided.contains(&"x".repeat(1020)), "{decided}");
+    let audit = std::fs::read_to_string(demo.path().join("data/audit/audit.jsonl")).unwrap();
+    assert!(audit.contains(&word), "the audit log keeps the whole line");
+}

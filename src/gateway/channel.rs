@@ -40,6 +40,10 @@ pub const EXIT_UPSTREAM_FAILED: u32 = 255;
 /// Longest command line accepted in an exec request; longer ones are refused (the policy engine
 /// holds anything over 64 KiB anyway).
 pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
+/// Characters of a command line in its `exec decided` log line (with its full length in bytes);
+/// the audit log keeps the whole line. Log lines wait in a bounded queue when stderr is slow
+/// (see `logging`), and a queue of 256 KiB lines would hold gigabytes.
+const LOGGED_COMMAND_CHARS: usize = 1024;
 /// Environment variables kept per channel at most.
 const MAX_ENV_VARS: usize = 32;
 
@@ -265,7 +269,13 @@ async fn exec(
         pty: pty.is_some(),
     };
     let decision = decide(ctx, &command);
-    tracing::info!(command = %line, decision = ?decision.decision, rule = %decision.rule, "exec decided");
+    tracing::info!(
+        command = %first_chars(&line, LOGGED_COMMAND_CHARS),
+        command_bytes = command.len(),
+        decision = ?decision.decision,
+        rule = %decision.rule,
+        "exec decided"
+    );
     let allowed = decision.decision == Action::Allow;
     // The recording is started in the files claimed when the channel opened, and the decision
     // written to the audit log (both on this thread, see `Gateway::audit_after`), while an
