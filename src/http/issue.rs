@@ -145,16 +145,11 @@ struct Known {
 
 /// `GET /metrics`.
 pub(super) async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
-    let mut body = state.metrics.render();
-    body.push_str(
-        "# HELP gatehouse_log_lines_dropped_total Log lines dropped because stderr was not read fast enough.\n\
-         # TYPE gatehouse_log_lines_dropped_total counter\n",
-    );
-    body.push_str(&format!(
-        "gatehouse_log_lines_dropped_total {}\n",
-        crate::logging::dropped_lines()
-    ));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// `POST /v1/certificates`.

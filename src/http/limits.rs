@@ -144,15 +144,11 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP gatehouse_certificates_issued_total SSH certificates issued over HTTP."
-        );
-        let _ = writeln!(out, "# TYPE gatehouse_certificates_issued_total counter");
-        let _ = writeln!(
-            out,
-            "gatehouse_certificates_issued_total {}",
-            self.issued_count()
+        counter(
+            &mut out,
+            "gatehouse_certificates_issued_total",
+            "SSH certificates issued over HTTP.",
+            self.issued_count(),
         );
         let _ = writeln!(out, "# HELP gatehouse_certificate_requests_refused_total Certificate requests refused, by reason.");
         let _ = writeln!(
@@ -167,8 +163,22 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
+        // Process-wide, not the endpoint's: /metrics is where an operator looks.
+        counter(
+            &mut out,
+            "gatehouse_log_lines_dropped_total",
+            "Log lines dropped because stderr was not read fast enough.",
+            crate::logging::dropped_lines() as u64,
+        );
         out
     }
+}
+
+/// Appends an unlabelled counter with its help and type lines.
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 #[cfg(test)]

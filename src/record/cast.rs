@@ -376,6 +376,24 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Makes `dir` (0750: the recordings' owner and group only) and its parents unless it exists.
+fn make_dir(dir: &Path) -> Result<(), RecordError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(|e| io_err(dir, e))
+}
+
+/// An I/O error on `path`.
+fn io_err(path: &Path, source: std::io::Error) -> RecordError {
+    RecordError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 #[cfg(test)]
 #[path = "cast/tests.rs"]
 pub(crate) mod tests;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::event::write_event;
-use super::{sync_dir, RecordError, OPEN_SUFFIX};
+use super::{io_err, sync_dir, RecordError, OPEN_SUFFIX};
 use crate::audit::read::read_tail;
 use crate::audit::{AuditLog, RECORDING_SEALED};
 
@@ -192,11 +192,4 @@ fn hash_and_count(file: &mut File) -> std::io::Result<(u64, String, u64)> {
         size += n as u64;
     }
     Ok((size, hex::encode(hasher.finalize()), lines))
-}
-
-fn io_err(path: &Path, source: std::io::Error) -> RecordError {
-    RecordError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }

@@ -17,9 +17,9 @@
 //! files when dropped. One a crash left behind is an empty file under both names; recovery
 //! removes it (see `recover`).
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,8 +28,8 @@ use sha2::{Digest, Sha256};
 
 use super::spare::{Spare, SpareFiles};
 use super::{
-    header_json, name_part, EventEncoder, RecordError, Recorder, RecordingHeader, FLUSH_BYTES,
-    OPEN_SUFFIX,
+    header_json, io_err, make_dir, name_part, EventEncoder, RecordError, Recorder, RecordingHeader,
+    FLUSH_BYTES, OPEN_SUFFIX,
 };
 
 /// Who and what a recording is of: everything its file name carries.
@@ -75,15 +75,7 @@ impl Reservation {
         let now = Utc::now();
         let day = now.format("%Y-%m-%d").to_string();
         let day_dir = root.join(&day);
-        let io = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| RecordError::Io { path, source }
-        };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&day_dir)
-            .map_err(io(&day_dir))?;
+        make_dir(&day_dir)?;
         let stem = format!(
             "{}_{}_{}_{}_{}",
             now.format("%Y%m%dT%H%M%SZ"),
@@ -185,25 +177,7 @@ fn claim_name(
         if path.exists() {
             continue;
         }
-        let made = match make_marker(&marker, spare.take()) {
-            Err((e, Some(untried))) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                tracing::debug!(error = %e, "a spare recording file could not be linked");
-                match make_marker(&marker, None) {
-                    // A new file could be made where the spare could not be linked: the spare
-                    // is broken (removed under us, say); its name goes at the next restock.
-                    Ok(made) => {
-                        if let Some(spares) = spares {
-                            spares.used(untried.path);
-                        }
-                        Ok(made)
-                    }
-                    // Neither could: the directory is at fault, not the spare.
-                    Err((e, _)) => Err((e, Some(untried))),
-                }
-            }
-            made => made,
-        };
-        let (file, spare_name) = match made {
+        let (file, spare_name) = match make_marker(&marker, spare.take(), spares) {
             Ok(made) => made,
             Err((e, back)) => {
                 spare = back;
@@ -211,10 +185,7 @@ fn claim_name(
                     continue;
                 }
                 give_back(spare);
-                return Err(RecordError::Io {
-                    path: marker.display().to_string(),
-                    source: e,
-                });
+                return Err(io_err(&marker, e));
             }
         };
         if let Err(e) = std::fs::hard_link(&marker, &path) {
@@ -251,23 +222,41 @@ fn claim_name(
     })
 }
 
-/// Gives the marker name `path` to a file: `spare` when given, else a new empty file. Returns the
-/// file and, for a spare, its `.spare` name; on failure, the error and the spare back.
+/// Gives the marker name `path` to a file: `spare` when given, else a new empty file. A spare
+/// that cannot be linked where a new file can be made is broken (removed under us, say): the
+/// new file is used and the spare's name goes at the next restock of `spares`. Returns the file
+/// and, for a linked spare, its `.spare` name; on failure, the error and the spare back (the
+/// new file's error when neither could be made: the directory is at fault, not the spare).
 fn make_marker(
     path: &Path,
     spare: Option<Spare>,
+    spares: Option<&SpareFiles>,
 ) -> Result<(File, Option<PathBuf>), (std::io::Error, Option<Spare>)> {
-    match spare {
-        Some(spare) => match std::fs::hard_link(&spare.path, path) {
-            Ok(()) => Ok((spare.file, Some(spare.path))),
-            Err(e) => Err((e, Some(spare))),
-        },
-        None => OpenOptions::new()
+    let new_file = || {
+        OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o640)
             .open(path)
-            .map(|file| (file, None))
-            .map_err(|e| (e, None)),
+    };
+    let Some(spare) = spare else {
+        return new_file().map(|file| (file, None)).map_err(|e| (e, None));
+    };
+    match std::fs::hard_link(&spare.path, path) {
+        Ok(()) => Ok((spare.file, Some(spare.path))),
+        // The name is taken: the caller tries the next one, with the spare.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err((e, Some(spare))),
+        Err(e) => {
+            tracing::debug!(error = %e, "a spare recording file could not be linked");
+            match new_file() {
+                Ok(file) => {
+                    if let Some(spares) = spares {
+                        spares.used(spare.path);
+                    }
+                    Ok((file, None))
+                }
+                Err(e) => Err((e, Some(spare))),
+            }
+        }
     }
 }

@@ -16,12 +16,12 @@
 //! name, which keeps the file. When the stock is empty (more channels opened at once than it
 //! holds) a recording creates its file as before.
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use super::RecordError;
+use super::{io_err, make_dir, RecordError};
 
 /// The directory under the recordings root that holds the spares.
 pub const SPARE_DIR: &str = ".spare";
@@ -192,22 +192,6 @@ impl SpareFiles {
         self.stock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Makes `dir` (0750) and its parents unless it exists.
-fn make_dir(dir: &Path) -> Result<(), RecordError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(|e| io_err(dir, e))
-}
-
-fn io_err(path: &Path, source: std::io::Error) -> RecordError {
-    RecordError::Io {
-        path: path.display().to_string(),
-        source,
     }
 }
 
