@@ -11,9 +11,10 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use common::serve::{start_serve, start_sshd};
+use common::shared::SharedSsh;
 use common::{stderr, stdout};
 
 /// A tmpfs mounted over a directory (its contents copied in), unmounted when dropped.
@@ -68,35 +69,6 @@ impl Drop for SmallDisk {
     }
 }
 
-/// A shared OpenSSH connection to the demo target, closed when dropped.
-struct Shared<'a> {
-    dir: &'a Path,
-}
-
-impl Shared<'_> {
-    fn ssh(&self, extra: &[&str], command: &str) -> Output {
-        Command::new("ssh")
-            .arg("-F")
-            .arg(self.dir.join("ssh_config"))
-            .args(["-o", "BatchMode=yes", "-o", "ControlMaster=auto"])
-            .arg("-o")
-            .arg(format!("ControlPath={}/cm", self.dir.display()))
-            .args(["-o", "ControlPersist=60"])
-            .args(extra)
-            .arg("demo")
-            .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Shared<'_> {
-    fn drop(&mut self) {
-        let _ = self.ssh(&["-O", "exit"], "");
-    }
-}
-
 #[test]
 fn an_unwritable_audit_log_refuses_the_command_and_nothing_runs() {
     common::require_openssh();
@@ -110,7 +82,7 @@ fn an_unwritable_audit_log_refuses_the_command_and_nothing_runs() {
     let log_path = dir.join("serve.log");
     let config = dir.join("gatehouse.toml");
     let serve = start_serve(&config, &[], &log_path);
-    let agent = Shared { dir };
+    let agent = SharedSsh::new(&dir.join("ssh_config"), "demo", dir);
     let out = agent.ssh(&[], "echo logged-in");
     assert_eq!(stdout(&out), "logged-in\n", "stderr: {}", stderr(&out));
 
@@ -127,7 +99,11 @@ fn an_unwritable_audit_log_refuses_the_command_and_nothing_runs() {
                 refused = Some((marker, out));
                 break;
             }
-            other => panic!("exit {other:?}, stderr: {}", stderr(&out)),
+            other => {
+                std::thread::sleep(std::time::Duration::from_secs(7));
+                std::fs::copy(&log_path, "/tmp/serve.log").unwrap();
+                panic!("exit {other:?}, stderr: {}", stderr(&out))
+            }
         }
     }
     let (marker, out) = refused.expect("no command was refused with the audit log full");

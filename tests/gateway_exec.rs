@@ -4,7 +4,9 @@ mod common;
 
 use std::io::Write;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
+use common::shared::SharedSsh;
 use common::{stderr, stdout, Demo};
 
 #[test]
@@ -19,6 +21,67 @@ fn allowed_exec_returns_target_output_and_status_unchanged() {
     assert_eq!(via.stdout, direct.stdout);
     assert_eq!(via.stderr, direct.stderr);
     assert_eq!(via.status.code(), direct.status.code());
+}
+
+/// The target may end its output well before the command exits, and an OpenSSH client
+/// sharing its connection (ControlMaster) closes the channel as soon as it has sent and
+/// received EOF; the exit status then comes from sshd after that close, as it does directly.
+/// Through gatehouse the agent must get the same status, not 255.
+#[test]
+fn exit_status_that_comes_after_the_output_ends_reaches_the_agent() {
+    let demo = Demo::start();
+    let cmd = "exec </dev/null >/dev/null 2>&1; sleep 0.3; exit 3";
+    for host in ["demo-direct", "demo"] {
+        let shared = SharedSsh::new(&demo.ssh_config(), host, demo.path());
+        let first = shared.ssh(&[], "true");
+        assert_eq!(first.status.code(), Some(0), "{host}: {}", stderr(&first));
+        for _ in 0..2 {
+            let out = shared.ssh(&[], cmd);
+            assert_eq!(out.status.code(), Some(3), "{host}: {}", stderr(&out));
+            assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{host}");
+        }
+    }
+}
+
+/// An agent that goes away in the middle of a command (its `ssh` killed) can hear nothing
+/// more, and nothing more comes from the target once gatehouse closes its side; the exec ends
+/// and its recording is sealed then, not after a grace period spent waiting for nothing (5 s
+/// before). The command itself is left to the target, as sshd leaves it.
+#[test]
+fn an_agent_that_leaves_mid_command_has_its_recording_sealed_at_once() {
+    let demo = Demo::start();
+    let recordings = demo.path().join("recordings");
+    let open = || {
+        common::files_under(&recordings)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "open"))
+            .count()
+    };
+    let mut agent = demo
+        .ssh_cmd("demo", &[], "sleep 8")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open() == 0 {
+        assert!(Instant::now() < deadline, "the exec never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let left = Instant::now();
+    while open() > 0 {
+        assert!(
+            left.elapsed() < Duration::from_secs(3),
+            "the recording was still open 3 s after the agent left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        demo.log().contains("exec finished exit_status=None"),
+        "{}",
+        demo.log()
+    );
 }
 
 #[test]

@@ -8,12 +8,19 @@
 //! keeps each loop moving while the other side catches up; past the bound, the reader stops and
 //! back-pressure reaches the sender, so memory stays bounded.
 //!
-//! Frames keep their order, with one exception: an exit status or exit signal is held back until
-//! the target's EOF (or close), so the agent always gets every byte of output before it learns
-//! that the command ended. SSH does not order exit-status after the data, and OpenSSH's sshd
-//! sends it as soon as the command is reaped, possibly with output still in its buffers;
-//! clients that stop reading once they have the status (paramiko's `recv_exit_status` and a
-//! `recv_ready` loop) would lose the tail.
+//! Frames keep their order, with two exceptions that make the end of a command one message:
+//! - An exit status or exit signal is held back until the target's EOF (or close), so the agent
+//!   always gets every byte of output before it learns that the command ended. SSH does not
+//!   order exit-status after the data, and OpenSSH's sshd sends it as soon as the command is
+//!   reaped, possibly with output still in its buffers; clients that stop reading once they
+//!   have the status (paramiko's `recv_exit_status` and a `recv_ready` loop) would lose the tail.
+//! - The target's EOF is held back until its exit status, exit signal or close, so the agent
+//!   hears of the end before it can close the channel. sshd sends EOF once the command's output
+//!   is closed and the status once it is reaped, which may be much later; an OpenSSH client
+//!   sharing its connection (ControlMaster) closes a channel as soon as it has sent and received
+//!   EOF. sshd answers such a close after the status, but russh answers it at once and drops
+//!   anything sent after, so the agent would lose the status (its `ssh` exits 255). No client
+//!   is worse off: a client that waits for the end of a command waits for its status or close.
 //!
 //! Upstream head-of-line blocking: russh grants window on a pooled target connection as soon as
 //! data arrives and hands it to the channel's bounded queue, so a channel whose agent stops
@@ -80,7 +87,8 @@ impl Default for AgentInflow {
 const RECORDING_FAILED: &[u8] = b"gatehouse: the session recording failed; ending the command\n";
 /// Frames queued per direction at most (small packets hit this before the byte bound).
 const PIPE_FRAMES: usize = 1024;
-/// After the agent closes its channel, how long the target gets to finish and close.
+/// After the target stops taking input, how long it gets to report how the command ended and
+/// close (and, after the agent left, how long the output already queued may take).
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// One unit copied across the bridge.
@@ -136,11 +144,15 @@ pub async fn run(
     let input_recording = recording.clone();
 
     // Agent → target.
+    // Answers whether it ended because the agent left (its close, or its connection gone)
+    // rather than because the target or the recording stopped taking input.
     let write_target = async move {
+        let mut agent_left = true;
         while let Some((frame, _permit)) = to_target_rx.recv().await {
             let ok = match frame {
                 Frame::Data(data) => {
                     if record_input && !input_recording.input(data.clone()).await {
+                        agent_left = false;
                         break;
                     }
                     load.carry(data.len());
@@ -158,18 +170,20 @@ pub async fn run(
                 Frame::ExitStatus(_) | Frame::ExitSignal { .. } | Frame::ExecRefused => true,
             };
             if !ok {
+                agent_left = false;
                 break;
             }
         }
         let _ = up_tx.close().await;
+        agent_left
     };
 
     // Target → agent: every byte passes the masker, then the recorder, then the agent.
     let write_agent = async move {
         let mut status = None;
-        // An exit status or signal that came before the target's EOF waits for it.
-        let mut exit: Option<Frame> = None;
-        let mut eof = false;
+        // The end of the command: the target's EOF and its exit status or signal, each held
+        // until the other has come (or the close), then sent together (see the module's doc).
+        let mut end = CommandEnd::default();
         let mut out = Output {
             agent: &agent_tx,
             recording: &recording,
@@ -202,27 +216,20 @@ pub async fn run(
                 Frame::Data(data) => out.emit(None, &data).await,
                 Frame::ExtendedData(ext, data) => out.emit(Some(ext), &data).await,
                 Frame::Eof => {
-                    eof = true;
-                    // The target's exit status and close come in the same packet as its EOF.
-                    // russh's connection loop writes out the first message that wakes it on
-                    // its own, then drains the rest; an empty data message (nothing on the
-                    // wire) wakes it instead, so EOF, exit status and close reach the agent
-                    // in one packet (a client such as paramiko wakes once per packet).
-                    let _ = handle.data(agent_id, Bytes::new()).await;
-                    agent_tx.eof().await.is_ok()
-                        && send_exit(&agent_tx, &handle, agent_id, exit.take()).await
+                    end.eof = true;
+                    end.send_when_complete(&agent_tx, &handle, agent_id).await
                 }
                 Frame::ExitStatus(code) => {
                     status = Some(code);
-                    exit = Some(Frame::ExitStatus(code));
-                    !eof || send_exit(&agent_tx, &handle, agent_id, exit.take()).await
+                    end.exit = Some(Frame::ExitStatus(code));
+                    end.send_when_complete(&agent_tx, &handle, agent_id).await
                 }
                 frame @ Frame::ExitSignal { .. } => {
                     if let Frame::ExitSignal { signal, .. } = &frame {
                         status = Some(128 + signal_number(signal));
                     }
-                    exit = Some(frame);
-                    !eof || send_exit(&agent_tx, &handle, agent_id, exit.take()).await
+                    end.exit = Some(frame);
+                    end.send_when_complete(&agent_tx, &handle, agent_id).await
                 }
                 Frame::ExecRefused => {
                     let _ = agent_tx
@@ -238,7 +245,7 @@ pub async fn run(
                     break;
                 }
                 Frame::Close => {
-                    send_exit(&agent_tx, &handle, agent_id, exit.take()).await;
+                    end.send(&agent_tx, &handle, agent_id).await;
                     break;
                 }
                 Frame::WindowChange(..) | Frame::Signal(_) => true,
@@ -262,8 +269,13 @@ pub async fn run(
     tokio::pin!(write_agent);
     let (status, masked) = tokio::select! {
         done = &mut write_agent => done,
-        _ = &mut write_target => {
-            // The agent closed first: give the target a moment to report and close.
+        agent_left = &mut write_target => {
+            if agent_left {
+                // Nothing more can reach the agent, nor come from the target: russh drops
+                // what arrives on a channel it has closed. What is queued is still recorded.
+                read_target.abort();
+            }
+            // Otherwise the target stopped taking input: give it a moment to report and close.
             tokio::time::timeout(CLOSE_GRACE, &mut write_agent)
                 .await
                 .unwrap_or((None, BTreeMap::new()))
@@ -274,25 +286,67 @@ pub async fn run(
     BridgeEnd { status, masked }
 }
 
-/// Sends a held-back exit status or exit signal to the agent; true when there was none.
-async fn send_exit(
-    agent: &ChannelWriteHalf<Msg>,
-    handle: &Handle,
-    agent_id: russh::ChannelId,
+/// How the target said its command ended, held until both parts have come.
+#[derive(Default)]
+struct CommandEnd {
+    /// The target's EOF has come.
+    eof: bool,
+    /// Its exit status or exit signal, until sent.
     exit: Option<Frame>,
-) -> bool {
-    match exit {
-        Some(Frame::ExitStatus(code)) => agent.exit_status(code).await.is_ok(),
-        Some(Frame::ExitSignal {
-            signal,
-            core_dumped,
-            message,
-            lang,
-        }) => handle
-            .exit_signal_request(agent_id, signal, core_dumped, message, lang)
-            .await
-            .is_ok(),
-        _ => true,
+    /// The EOF has been sent to the agent.
+    eof_sent: bool,
+}
+
+impl CommandEnd {
+    /// Sends the EOF and the exit once both have come; false when the agent's channel is gone.
+    async fn send_when_complete(
+        &mut self,
+        agent: &ChannelWriteHalf<Msg>,
+        handle: &Handle,
+        agent_id: russh::ChannelId,
+    ) -> bool {
+        if !self.eof || self.exit.is_none() {
+            return true;
+        }
+        self.send(agent, handle, agent_id).await
+    }
+
+    /// Sends whatever of the end has come and not been sent (at the target's close, whatever
+    /// has come); false when the agent's channel is gone.
+    async fn send(
+        &mut self,
+        agent: &ChannelWriteHalf<Msg>,
+        handle: &Handle,
+        agent_id: russh::ChannelId,
+    ) -> bool {
+        let eof = self.eof && !self.eof_sent;
+        if !eof && self.exit.is_none() {
+            return true;
+        }
+        // russh's connection loop writes out the first message that wakes it on its own, then
+        // drains the rest; an empty data message (nothing on the wire) wakes it instead, so EOF,
+        // exit status and close reach the agent in one packet (a client such as paramiko wakes
+        // once per packet).
+        let _ = handle.data(agent_id, Bytes::new()).await;
+        if eof {
+            self.eof_sent = true;
+            if agent.eof().await.is_err() {
+                return false;
+            }
+        }
+        match self.exit.take() {
+            Some(Frame::ExitStatus(code)) => agent.exit_status(code).await.is_ok(),
+            Some(Frame::ExitSignal {
+                signal,
+                core_dumped,
+                message,
+                lang,
+            }) => handle
+                .exit_signal_request(agent_id, signal, core_dumped, message, lang)
+                .await
+                .is_ok(),
+            _ => true,
+        }
     }
 }
 

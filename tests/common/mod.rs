@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod serve;
+pub mod shared;
 pub mod tmux;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
