@@ -9,65 +9,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
+use common::disk::SmallDisk;
 use common::serve::{start_serve, start_sshd};
 use common::shared::SharedSsh;
 use common::{stderr, stdout};
-
-/// A tmpfs mounted over a directory (its contents copied in), unmounted when dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    /// `None` when this machine does not let the test mount (not root, or a container).
-    fn over(dir: &Path, size: &str) -> Option<SmallDisk> {
-        let aside = dir.with_extension("orig");
-        std::fs::rename(dir, &aside).unwrap();
-        std::fs::create_dir(dir).unwrap();
-        let mounted = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !mounted {
-            std::fs::remove_dir(dir).unwrap();
-            std::fs::rename(&aside, dir).unwrap();
-            return None;
-        }
-        let copied = Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", aside.display()))
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(copied.success());
-        Some(SmallDisk(dir.to_path_buf()))
-    }
-
-    /// Writes a file until the disk is full; returns it.
-    fn fill(&self) -> PathBuf {
-        let filler = self.0.join("filler");
-        let mut file = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while file.write_all(&chunk).is_ok() {}
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn an_unwritable_audit_log_refuses_the_command_and_nothing_runs() {

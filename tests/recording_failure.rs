@@ -4,10 +4,16 @@
 //!
 //! The tests run as root in CI, where permissions do not stop writes, so the recordings
 //! directory is made unusable the way root also cannot bypass: the day's directory name is
-//! taken by a regular file.
+//! taken by a regular file, or the recordings go on a small disk that fills up.
 
 mod common;
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::disk::SmallDisk;
+use common::serve::{start_serve, start_sshd};
 use common::{stderr, stdout, Demo};
 
 /// The day directories a recording made now may go to (today and, near midnight, tomorrow).
@@ -62,4 +68,70 @@ fn unwritable_recordings_refuse_the_command_and_nothing_runs() {
         .filter_map(Result::ok)
         .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("recorded-again")));
     assert!(recorded, "the command after recovery left no recording");
+}
+
+/// With the agent's input recorded, a recording that fills its disk in the middle of an upload
+/// ends the command there (fail closed), and the agent is told so at once with status 126.
+/// (The upstream side closes first in this case; the agent must not be left waiting for a
+/// target that can no longer answer.)
+#[test]
+fn a_recording_that_fails_on_input_ends_the_command_and_tells_the_agent() {
+    common::require_openssh();
+    let demo = Demo::left_behind();
+    let dir = demo.path();
+    let config = dir.join("gatehouse.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    assert!(!toml.contains("[recording]"));
+    toml.push_str("\n[recording]\nrecord_input = true\n");
+    std::fs::write(&config, toml).unwrap();
+    let Some(_disk) = SmallDisk::over(&dir.join("recordings"), "1m") else {
+        eprintln!("SKIPPED: this machine does not allow mounting a tmpfs (run as root)");
+        return;
+    };
+    let _sshd = start_sshd(dir);
+    let _serve = start_serve(&config, &[], &dir.join("serve.log"));
+
+    // 8 MB of NULs: 48 MB of recording (JSON spells each as \u0000), far over the disk.
+    let mut agent = Command::new("ssh")
+        .arg("-F")
+        .arg(dir.join("ssh_config"))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "demo",
+            "cat > /dev/null; echo uploaded",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = agent.id();
+    let mut stdin = agent.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..128 {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(agent.wait_with_output());
+    });
+    let Ok(out) = finished.recv_timeout(Duration::from_secs(30)) else {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status();
+        panic!("the agent was still waiting 30 s after its upload began");
+    };
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(126), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "gatehouse: the session recording failed; ending the command\n"
+    );
+    assert!(!stdout(&out).contains("uploaded"), "{}", stdout(&out));
 }

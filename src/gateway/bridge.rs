@@ -127,6 +127,8 @@ pub async fn run(
     load: Arc<ConnectionLoad>,
 ) -> BridgeEnd {
     let agent_id = agent.id();
+    // For closing the agent's channel when the agent-bound side cannot finish in time.
+    let closer = handle.clone();
     let (agent_rx, agent_tx) = agent.split();
     let (up_rx, up_tx) = upstream.split();
 
@@ -144,15 +146,13 @@ pub async fn run(
     let input_recording = recording.clone();
 
     // Agent → target.
-    // Answers whether it ended because the agent left (its close, or its connection gone)
-    // rather than because the target or the recording stopped taking input.
     let write_target = async move {
-        let mut agent_left = true;
+        let mut end = InputEnd::AgentLeft;
         while let Some((frame, _permit)) = to_target_rx.recv().await {
             let ok = match frame {
                 Frame::Data(data) => {
                     if record_input && !input_recording.input(data.clone()).await {
-                        agent_left = false;
+                        end = InputEnd::Unrecorded;
                         break;
                     }
                     load.carry(data.len());
@@ -170,12 +170,12 @@ pub async fn run(
                 Frame::ExitStatus(_) | Frame::ExitSignal { .. } | Frame::ExecRefused => true,
             };
             if !ok {
-                agent_left = false;
+                end = InputEnd::TargetGone;
                 break;
             }
         }
         let _ = up_tx.close().await;
-        agent_left
+        end
     };
 
     // Target → agent: every byte passes the masker, then the recorder, then the agent.
@@ -207,6 +207,9 @@ pub async fn run(
                 to_agent_rx.recv().await
             };
             let Some((frame, _permit)) = next else {
+                // The target's side ended without its close: the agent left, or its input
+                // could not be recorded (then the exec ends here, and the agent is told).
+                out.recording_failed |= recording.failed();
                 break;
             };
             if !matches!(frame, Frame::Data(_) | Frame::ExtendedData(..)) && !out.flush().await {
@@ -251,15 +254,15 @@ pub async fn run(
                 Frame::WindowChange(..) | Frame::Signal(_) => true,
             };
             if !ok {
-                if out.recording_failed {
-                    let _ = agent_tx
-                        .extended_data_bytes(1, Bytes::from_static(RECORDING_FAILED))
-                        .await;
-                    status = Some(super::channel::EXIT_REFUSED);
-                    let _ = agent_tx.exit_status(super::channel::EXIT_REFUSED).await;
-                }
                 break;
             }
+        }
+        if out.recording_failed {
+            let _ = agent_tx
+                .extended_data_bytes(1, Bytes::from_static(RECORDING_FAILED))
+                .await;
+            status = Some(super::channel::EXIT_REFUSED);
+            let _ = agent_tx.exit_status(super::channel::EXIT_REFUSED).await;
         }
         let _ = agent_tx.close().await;
         (status, out.counts())
@@ -269,21 +272,40 @@ pub async fn run(
     tokio::pin!(write_agent);
     let (status, masked) = tokio::select! {
         done = &mut write_agent => done,
-        agent_left = &mut write_target => {
-            if agent_left {
-                // Nothing more can reach the agent, nor come from the target: russh drops
-                // what arrives on a channel it has closed. What is queued is still recorded.
+        input_end = &mut write_target => {
+            if input_end != InputEnd::TargetGone {
+                // The upstream channel is closed and nothing more comes from the target:
+                // russh drops what arrives on a channel it has closed. What is queued is
+                // still recorded and sent.
                 read_target.abort();
             }
-            // Otherwise the target stopped taking input: give it a moment to report and close.
-            tokio::time::timeout(CLOSE_GRACE, &mut write_agent)
-                .await
-                .unwrap_or((None, BTreeMap::new()))
+            // Give the agent-bound side a moment to finish: the target to report how the
+            // command ended and close, what is queued to reach the agent.
+            match tokio::time::timeout(CLOSE_GRACE, &mut write_agent).await {
+                Ok(done) => done,
+                Err(_) => {
+                    // The agent is not reading, or the target never closed: close the agent's
+                    // channel, so that it is not left open with nothing behind it.
+                    let _ = closer.close(agent_id).await;
+                    (None, BTreeMap::new())
+                }
+            }
         }
     };
     read_agent.abort();
     read_target.abort();
     BridgeEnd { status, masked }
+}
+
+/// Why the agent → target side of a bridge ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InputEnd {
+    /// The agent closed its channel, or its connection is gone.
+    AgentLeft,
+    /// The agent's input could not be recorded: fail closed, the exec ends.
+    Unrecorded,
+    /// The target's channel no longer takes input.
+    TargetGone,
 }
 
 /// How the target said its command ended, held until both parts have come.

@@ -119,6 +119,11 @@ impl ExecRecording {
         !(self.fail_closed && self.failed.load(Ordering::SeqCst))
     }
 
+    /// Whether the exec must end because its recording failed (fail closed).
+    pub fn failed(&self) -> bool {
+        !self.usable()
+    }
+
     /// Queues an event (waiting while the queue is full: a slow disk slows the exec); false
     /// when the exec must end (fail closed).
     async fn send(&self, event: Event) -> bool {
