@@ -215,7 +215,7 @@ fn an_exec_log_line_cuts_a_long_command_line() {
         "{}",
         common::stderr(&out)
     );
-    let log = demo.log();
+    let log = demo.log_containing(&["command_bytes=3005"]);
     let decided = log
         .lines()
         .find(|l| l.contains("exec decided") && l.contains("command_bytes=3005"))

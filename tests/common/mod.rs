@@ -149,6 +149,11 @@ impl Demo {
         std::fs::read_to_string(self.path().with_extension("log")).unwrap_or_default()
     }
 
+    /// The gateway's log once it holds every one of `needles` (see [`log_containing`]).
+    pub fn log_containing(&self, needles: &[&str]) -> String {
+        log_containing(&self.path().with_extension("log"), needles)
+    }
+
     /// `ssh -F DIR/ssh_config -o BatchMode=yes [extra] HOST CMD`.
     pub fn ssh(&self, host: &str, extra: &[&str], command: &str) -> Output {
         self.ssh_cmd(host, extra, command)
@@ -268,6 +273,29 @@ pub fn wait_sealed(recordings: &Path) {
             return;
         }
         assert!(Instant::now() < deadline, "still unsealed: {open:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The log at `path` once it holds every one of `needles`; fails the test, showing the log,
+/// when 15 s pass first. gatehouse writes its log lines from a thread of its own, so a line
+/// about an event may land a moment after the agent has heard of the event.
+pub fn log_containing(path: &Path, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        let missing: Vec<&str> = needles
+            .iter()
+            .copied()
+            .filter(|n| !log.contains(n))
+            .collect();
+        if missing.is_empty() {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {missing:?} in the log:\n{log}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

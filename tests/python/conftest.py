@@ -60,6 +60,18 @@ class Demo:
         except OSError:
             return ""
 
+    def log_containing(self, *needles, timeout=15):
+        """The log once it holds every needle: gatehouse writes its log lines from a thread
+        of its own, so a line about an event may land a moment after the client saw it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            missing = [n for n in needles if n not in log]
+            if not missing:
+                return log
+            assert time.monotonic() < deadline, f"no {missing} in the log:\n{log[-4000:]}"
+            time.sleep(0.02)
+
     def agent_key(self):
         key = paramiko.Ed25519Key.from_private_key_file(str(self.dir / "keys" / "agent"))
         key.load_certificate(str(self.dir / "keys" / "agent-cert.pub"))
