@@ -57,16 +57,22 @@ fn an_agent_that_leaves_mid_command_has_its_recording_sealed_at_once() {
             .filter(|p| p.extension().is_some_and(|e| e == "open"))
             .count()
     };
+    let started = demo.path().join("started");
     let mut agent = demo
-        .ssh_cmd("demo", &[], "sleep 8")
+        .ssh_cmd(
+            "demo",
+            &[],
+            &format!("touch {}; sleep 8", started.display()),
+        )
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while open() == 0 {
-        assert!(Instant::now() < deadline, "the exec never started");
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the command never started");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(open(), 1, "the running exec's recording is not open");
     agent.kill().unwrap();
     agent.wait().unwrap();
     let left = Instant::now();
