@@ -7,8 +7,9 @@
 //! reader that stops reading would otherwise block every task that logs, the data path's
 //! included, once the pipe's buffer is full. Lines that find the queue full are dropped and
 //! counted: the count is in `/metrics` (`gatehouse_log_lines_dropped_total`) and in a last
-//! line at exit (queued like the others). The audit log, not this log, is the record that must not lose anything.
-//! One-shot commands write straight to stderr, so their lines and their error stay in order.
+//! line at exit (queued like the others). The audit log, not this log, is the record that must
+//! not lose anything. One-shot commands write straight to stderr, so their lines and their
+//! error stay in order.
 
 use std::sync::OnceLock;
 

@@ -20,14 +20,14 @@ fn an_unwritable_audit_log_refuses_the_command_and_nothing_runs() {
     let demo = common::Demo::left_behind();
     let dir = demo.path();
     let Some(disk) = SmallDisk::over(&dir.join("data"), "4m") else {
-        eprintln!("SKIPPED: this machine does not allow mounting a tmpfs (run as root)");
+        eprintln!("SKIPPED: mounting the small disk needs root");
         return;
     };
     let _sshd = start_sshd(dir);
     let log_path = dir.join("serve.log");
     let config = dir.join("gatehouse.toml");
     let serve = start_serve(&config, &[], &log_path);
-    let agent = SharedSsh::new(&dir.join("ssh_config"), "demo", dir);
+    let agent = SharedSsh::new(&demo, "demo");
     let out = agent.ssh(&[], "echo logged-in");
     assert_eq!(stdout(&out), "logged-in\n", "stderr: {}", stderr(&out));
 

@@ -32,7 +32,7 @@ fn exit_status_that_comes_after_the_output_ends_reaches_the_agent() {
     let demo = Demo::start();
     let cmd = "exec </dev/null >/dev/null 2>&1; sleep 0.3; exit 3";
     for host in ["demo-direct", "demo"] {
-        let shared = SharedSsh::new(&demo.ssh_config(), host, demo.path());
+        let shared = SharedSsh::new(&demo, host);
         let first = shared.ssh(&[], "true");
         assert_eq!(first.status.code(), Some(0), "{host}: {}", stderr(&first));
         for _ in 0..2 {
@@ -51,12 +51,7 @@ fn exit_status_that_comes_after_the_output_ends_reaches_the_agent() {
 fn an_agent_that_leaves_mid_command_has_its_recording_sealed_at_once() {
     let demo = Demo::start();
     let recordings = demo.path().join("recordings");
-    let open = || {
-        common::files_under(&recordings)
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "open"))
-            .count()
-    };
+    let open = || common::unsealed(&recordings).len();
     let started = demo.path().join("started");
     let mut agent = demo
         .ssh_cmd(

@@ -85,22 +85,15 @@ fn a_recording_that_fails_on_input_ends_the_command_and_tells_the_agent() {
     toml.push_str("\n[recording]\nrecord_input = true\n");
     std::fs::write(&config, toml).unwrap();
     let Some(_disk) = SmallDisk::over(&dir.join("recordings"), "1m") else {
-        eprintln!("SKIPPED: this machine does not allow mounting a tmpfs (run as root)");
+        eprintln!("SKIPPED: mounting the small disk needs root");
         return;
     };
     let _sshd = start_sshd(dir);
     let _serve = start_serve(&config, &[], &dir.join("serve.log"));
 
     // 8 MB of NULs: 48 MB of recording (JSON spells each as \u0000), far over the disk.
-    let mut agent = Command::new("ssh")
-        .arg("-F")
-        .arg(dir.join("ssh_config"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "demo",
-            "cat > /dev/null; echo uploaded",
-        ])
+    let mut agent = demo
+        .ssh_cmd("demo", &[], "cat > /dev/null; echo uploaded")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

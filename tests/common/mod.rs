@@ -258,6 +258,14 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The `.open` names of the recordings under `recordings` not sealed yet.
+pub fn unsealed(recordings: &Path) -> Vec<PathBuf> {
+    files_under(recordings)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "open"))
+        .collect()
+}
+
 /// Waits (up to 10 s) until no recording under `recordings` is unsealed. An exec's recording
 /// is finished and sealed just after its agent has the exit status (with others that end
 /// within the sealer's window), so a test that reads recordings right after a command waits
@@ -265,10 +273,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub fn wait_sealed(recordings: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let open: Vec<PathBuf> = files_under(recordings)
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "open"))
-            .collect();
+        let open = unsealed(recordings);
         if open.is_empty() {
             return;
         }

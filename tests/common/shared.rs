@@ -1,47 +1,52 @@
 //! One OpenSSH connection shared by many `ssh` runs (ControlMaster), as agents and CI jobs
 //! often use it: the master keeps the connection, each run is a new channel on it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
 
-/// A shared connection to `host` of an ssh_config, made by the first run and closed when
-/// dropped (also when the test fails, so no master outlives it).
-pub struct SharedSsh {
-    config: PathBuf,
+use super::Demo;
+
+/// A shared connection to `host` of a demo's ssh_config, made by the first run and closed
+/// when dropped (also when the test fails, so no master outlives it).
+pub struct SharedSsh<'a> {
+    demo: &'a Demo,
     host: String,
-    /// The master's socket.
-    control: PathBuf,
+    /// The master's options: its socket (in the demo's directory) and how long it stays.
+    options: [String; 6],
 }
 
-impl SharedSsh {
-    /// Shares connections to `host` of `config`, the master's socket in `dir`.
-    pub fn new(config: &Path, host: &str, dir: &Path) -> SharedSsh {
+impl<'a> SharedSsh<'a> {
+    /// Shares connections to `host` of `demo`'s ssh_config (the demo may have stopped: a
+    /// test can serve its directory itself).
+    pub fn new(demo: &'a Demo, host: &str) -> SharedSsh<'a> {
+        let control: PathBuf = demo.path().join(format!("cm-{host}"));
         SharedSsh {
-            config: config.to_path_buf(),
+            demo,
             host: host.to_string(),
-            control: dir.join(format!("cm-{host}")),
+            options: [
+                "-o".into(),
+                "ControlMaster=auto".into(),
+                "-o".into(),
+                format!("ControlPath={}", control.display()),
+                "-o".into(),
+                "ControlPersist=60".into(),
+            ],
         }
     }
 
     /// `ssh [extra] HOST COMMAND` over the shared connection, stdin empty.
     pub fn ssh(&self, extra: &[&str], command: &str) -> Output {
-        Command::new("ssh")
-            .arg("-F")
-            .arg(&self.config)
-            .args(["-o", "BatchMode=yes", "-o", "ControlMaster=auto"])
-            .arg("-o")
-            .arg(format!("ControlPath={}", self.control.display()))
-            .args(["-o", "ControlPersist=60"])
-            .args(extra)
-            .arg(&self.host)
-            .arg(command)
+        let mut args: Vec<&str> = self.options.iter().map(String::as_str).collect();
+        args.extend(extra);
+        self.demo
+            .ssh_cmd(&self.host, &args, command)
             .stdin(Stdio::null())
             .output()
             .unwrap()
     }
 }
 
-impl Drop for SharedSsh {
+impl Drop for SharedSsh<'_> {
     fn drop(&mut self) {
         let _ = self.ssh(&["-O", "exit"], "");
     }
